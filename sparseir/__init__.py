@@ -1,0 +1,34 @@
+"""sparseir: learned-sparse retrieval with interpretable dimensions.
+
+    from sparseir import MLMSparseEncoder, build_index, Searcher, load_corpus
+    enc = MLMSparseEncoder("naver/splade-v3")
+    index = build_index(load_corpus("data/scifact"), enc, "index/scifact")
+    Searcher(index, enc).search("vitamin D and bone fractures", k=10)
+
+Names are imported lazily, so ``import sparseir`` stays cheap.
+"""
+
+from importlib import import_module
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "load_corpus": "corpus", "load_queries": "corpus", "load_qrels": "corpus", "Document": "corpus",
+    "CorpusError": "corpus",
+    "SparseEncoder": "encoders", "MLMSparseEncoder": "encoders", "load_encoder": "encoders",
+    "EncoderError": "encoders",
+    "SparseIndex": "index", "IndexWriter": "index", "write_index": "index", "IndexFormatError": "index",
+    "build_index": "indexing",
+    "Searcher": "search", "Hit": "search", "Contribution": "search",
+    "evaluate": "evaluate",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'sparseir' has no attribute {name!r}")
+
+
+__all__ = sorted(_EXPORTS)

@@ -1,0 +1,233 @@
+"""The ``sparseir`` command line: a thin layer over the library."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+#: Modules that add their own subcommands through ``register(subparsers)``.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def _encoder_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    names = ("max_length", "query_max_length", "batch_size", "max_active_dims", "device", "pooling")
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
+def _add_encoder_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("encoder")
+    g.add_argument("--encoder", required=True, metavar="SPEC",
+                   help="'mlm:PATH_OR_ID', 'llm:PATH_OR_ID', 'sae:PATH', or a model path (family auto-detected)")
+    g.add_argument("--max-length", type=int, help="document token limit (MLM default 256)")
+    g.add_argument("--query-max-length", type=int, help="query token limit (MLM default 64)")
+    g.add_argument("--pooling", choices=("max", "sum"), help="pooling over tokens (default max)")
+    g.add_argument("--max-active-dims", type=int, help="keep only the top-N dimensions of every vector")
+    g.add_argument("--batch-size", type=int, help="texts per forward pass (default 32)")
+    g.add_argument("--device", help="torch device; default: cuda if available, else cpu")
+
+
+def _add_corpus_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("corpus", help="BEIR folder, .jsonl, .tsv (id<TAB>text), or irds:<ir_datasets id>")
+    p.add_argument("--id-field", default="_id", help="JSONL id field (default _id)")
+    p.add_argument("--text-fields", default="title,text", help="comma-separated JSONL text fields (default title,text)")
+
+
+def _corpus(args: argparse.Namespace):
+    from .corpus import load_corpus
+
+    return load_corpus(args.corpus, id_field=args.id_field, text_fields=args.text_fields.split(","))
+
+
+def cmd_index(args: argparse.Namespace) -> None:
+    from .encoders import load_encoder
+    from .indexing import build_index
+
+    corpus = _corpus(args)
+    encoder = load_encoder(args.encoder, **_encoder_kwargs(args))
+    out = args.out or Path("index") / f"{Path(args.corpus.removeprefix('irds:')).name}-{encoder.name}"
+    index = build_index(corpus, encoder, out, quantize=args.quantize, chunk_size=args.chunk_size,
+                        overwrite=args.overwrite)
+    m = index.manifest
+    print(f"indexed {m['n_docs']} documents ({m['n_empty_docs']} empty) into {index.path}: "
+          f"{m['n_postings']} postings, {index.nbytes / 2**20:.1f} MiB, "
+          f"{m['docs_per_second']} docs/s on {m['encoder']['device']}")
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    from .search import Searcher
+
+    searcher = Searcher(args.index)
+    results = []
+    for query in args.query:
+        hits = searcher.search(query, k=args.k)
+        expl = {h.doc_id: searcher.explain(query, h.doc_id) for h in hits} if args.explain else {}
+        results.append({"query": query, "hits": [
+            {"rank": r, "doc_id": h.doc_id, "score": h.score,
+             **({"explain": [c._asdict() for c in expl[h.doc_id]]} if args.explain else {})}
+            for r, h in enumerate(hits, 1)]})
+    if args.json:
+        json.dump(results if len(results) > 1 else results[0], sys.stdout, indent=2)
+        print()
+        return
+    for res in results:
+        print(f"query: {res['query']}")
+        print(f"{'rank':>4}  {'doc_id':<24} {'score':>9}")
+        for hit in res["hits"]:
+            print(f"{hit['rank']:>4}  {hit['doc_id']:<24} {hit['score']:>9.4f}")
+            for c in hit.get("explain", [])[: args.explain_terms]:
+                print(f"{'':>6}{c['term']:<20} {c['query_weight']:.3f} x {c['doc_weight']:.3f} = {c['product']:.4f}")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from .corpus import load_qrels, load_queries
+    from .evaluate import evaluate, run_from_hits
+    from .search import Searcher
+
+    searcher = Searcher(args.index)
+    qrels = load_qrels(args.dataset, args.split)
+    queries = {q: t for q, t in load_queries(args.dataset).items() if q in qrels}
+    start = time.perf_counter()
+    results = searcher.batch_search(queries, k=args.k, threads=args.threads)
+    seconds = time.perf_counter() - start
+    scores = evaluate(run_from_hits(results), qrels, args.metrics.split(","), remove_query=not args.keep_query)
+    if args.run_out:
+        with open(args.run_out, "w", encoding="utf-8") as f:
+            for q, hits in results.items():
+                f.writelines(f"{q} Q0 {h.doc_id} {r} {h.score:.6f} sparseir\n" for r, h in enumerate(hits, 1))
+    if args.json:
+        print(json.dumps({"queries": len(queries), "seconds": seconds, **scores}, indent=2))
+        return
+    print(f"{len(queries)} queries in {seconds:.2f} s (encoding included)")
+    for name, value in scores.items():
+        print(f"{name:<10} {value:.4f}")
+
+
+def cmd_encode(args: argparse.Namespace) -> None:
+    from .corpus import load_queries
+    from .encoders import load_encoder
+
+    encoder = load_encoder(args.encoder, **_encoder_kwargs(args))
+    if args.queries:
+        items = list(load_queries(args.corpus).items())
+    else:
+        items = [tuple(d) for d in _corpus(args)]
+    encode = encoder.encode_query if args.queries else encoder.encode_document
+    vectors = encode([t for _, t in items], show_progress_bar=True)
+    out = Path(args.out)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for (doc_id, _), start, end in zip(items, vectors.indptr[:-1], vectors.indptr[1:]):
+            vec = {encoder.terms[c]: (round(float(w) * args.quantize_factor) if args.quantize_factor else float(w))
+                   for c, w in zip(vectors.indices[start:end], vectors.data[start:end])}
+            f.write(json.dumps({"id": doc_id, "contents": "", "vector": vec}, ensure_ascii=False) + "\n")
+    os.replace(tmp, out)
+    print(f"wrote {len(items)} vectors to {out} ({encoder.last_docs_per_second:.1f} docs/s on {encoder.device})")
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    from .index import SparseIndex
+
+    stats = SparseIndex.load(args.index, verify=args.verify).stats()
+    if args.json:
+        print(json.dumps(stats, indent=2))
+        return
+    for key in ("path", "n_docs", "n_empty_docs", "n_dims", "n_active_dims", "n_postings", "postings_per_doc",
+                "longest_list", "quantization", "bytes", "bytes_per_posting"):
+        value = stats[key]
+        print(f"{key:<18} {value:.2f}" if isinstance(value, float) else f"{key:<18} {value}")
+    enc = stats["encoder"] or {}
+    print(f"{'encoder':<18} {enc.get('name')} {enc.get('config', {}).get('model')} ({enc.get('fingerprint')})")
+    hist = stats["weight_histogram"]
+    top = max(hist["counts"], default=1) or 1
+    print("weight histogram:")
+    for lo, hi, c in zip(hist["edges"], hist["edges"][1:], hist["counts"]):
+        print(f"  [{lo:7.3f}, {hi:7.3f})  {c:>10}  {'#' * round(40 * c / top)}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sparseir", description="Learned-sparse retrieval: encode, index, search, "
+                                     "evaluate. Run 'sparseir COMMAND --help' for a command's options.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("index", help="encode a corpus and build an index", description="Encode a corpus and write an "
+                       "index directory atomically (nothing appears under --out if the build fails).")
+    _add_corpus_options(p)
+    _add_encoder_options(p)
+    p.add_argument("--out", help="index directory (default index/<corpus>-<encoder>)")
+    p.add_argument("--quantize", choices=("uint8", "float32"), default="uint8",
+                   help="impact storage (default uint8: 8-bit with a global scale; see bench/results/core.md)")
+    p.add_argument("--chunk-size", type=int, default=4096, help="documents encoded and spilled per chunk")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing index at --out")
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("search", help="search an index", description="Exact top-k search; the query is encoded with "
+                       "the encoder recorded in the index.")
+    p.add_argument("index")
+    p.add_argument("query", nargs="+", help="one or more query texts")
+    p.add_argument("-k", type=int, default=10, help="results per query (default 10)")
+    p.add_argument("--explain", action="store_true", help="show the dimensions behind each score")
+    p.add_argument("--explain-terms", type=int, default=5, help="dimensions shown per hit with --explain")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("eval", help="evaluate an index on a dataset's qrels",
+                       description="Search every judged query and report nDCG@10, R@100 and MRR@10 (ir-measures).")
+    p.add_argument("index")
+    p.add_argument("dataset", help="BEIR folder or irds:<id> with queries and qrels")
+    p.add_argument("--split", default="test", help="qrels split (default test)")
+    p.add_argument("-k", type=int, default=1000, help="retrieval depth (default 1000)")
+    p.add_argument("--metrics", default="nDCG@10,R@100,RR@10", help="ir-measures names, comma-separated")
+    p.add_argument("--threads", type=int, help="search threads (default: all cores)")
+    p.add_argument("--keep-query", action="store_true",
+                   help="keep a document whose id equals the query id (default: removed, as Pyserini's --remove-query)")
+    p.add_argument("--run-out", help="also write the run in TREC format to this file")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("encode", help="write sparse vectors as JSONL (Pyserini JsonVectorCollection)",
+                       description='Write {"id", "contents", "vector": {term: weight}} lines, the format of '
+                       "Pyserini's JsonVectorCollection, to cross-check against Lucene.")
+    _add_corpus_options(p)
+    _add_encoder_options(p)
+    p.add_argument("--out", required=True, help="output .jsonl file")
+    p.add_argument("--queries", action="store_true", help="encode the dataset's queries instead of its documents")
+    p.add_argument("--quantize-factor", type=float,
+                   help="write round(weight * F) integers, as Pyserini impact indexes expect (e.g. 100)")
+    p.set_defaults(func=cmd_encode)
+
+    p = sub.add_parser("info", help="index statistics", description="Documents, dimensions, postings, bytes and a "
+                       "weight histogram.")
+    p.add_argument("index")
+    p.add_argument("--verify", action="store_true", help="check every array's sha256")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .corpus import CorpusError
+    from .encoders import EncoderError
+    from .index import IndexFormatError
+    from .search import EncoderMismatchError
+
+    try:
+        args.func(args)
+    except (CorpusError, EncoderError, IndexFormatError, EncoderMismatchError, FileExistsError,
+            FileNotFoundError, KeyError, ValueError) as e:
+        print(f"sparseir: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

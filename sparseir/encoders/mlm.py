@@ -1,0 +1,173 @@
+"""SPLADE-style encoder over any ``AutoModelForMaskedLM``.
+
+``w = pool_t log(1 + ReLU(logits[t]))`` over non-padding tokens, in vocabulary space.
+
+Memory stays bounded: the MLM head runs over packed (non-padding) token rows in chunks of at most
+``max_chunk_elements`` logits, never a full ``batch x seq x vocab`` tensor. For max pooling,
+``log1p . ReLU`` is monotone, so the max is taken over raw logits and the activation is applied
+once to the pooled row; the result equals the naive formula (see :func:`naive_encode`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from .base import EncoderError, SparseEncoder, module_fingerprint
+
+POOLINGS = ("max", "sum")
+#: Characters kept per allowed token before tokenising, so a huge document costs no more than a long one.
+CHARS_PER_TOKEN = 64
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """Absolute path for a local folder, the hub id unchanged otherwise."""
+    p = Path(name_or_path).expanduser()
+    return str(p.resolve()) if p.exists() else name_or_path
+
+
+def load_pretrained(loader: Callable[..., Any], name_or_path: str, what: str, **kwargs: Any) -> Any:
+    """``loader.from_pretrained`` with a clear error for an unknown path or id."""
+    try:
+        return loader.from_pretrained(name_or_path, **kwargs)
+    except (OSError, ValueError) as e:
+        raise EncoderError(
+            f"cannot load {what} from {name_or_path!r}: not a model folder, and not a model id "
+            f"reachable on the Hugging Face hub ({type(e).__name__}: {str(e).splitlines()[0]})"
+        ) from e
+
+
+def _split_head(model: PreTrainedModel) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The MLM head as a function of last hidden states, for the common architectures."""
+    if hasattr(model, "cls"):  # BERT and relatives
+        return model.cls
+    if hasattr(model, "lm_head"):  # RoBERTa, XLM-R, CamemBERT, ...
+        return model.lm_head
+    if hasattr(model, "vocab_projector"):  # DistilBERT
+        return lambda h: model.vocab_projector(model.vocab_layer_norm(model.activation(model.vocab_transform(h))))
+    return None
+
+
+class MLMSparseEncoder(SparseEncoder):
+    """SPLADE encoder: any masked-LM id or path, with an optional separate query model."""
+
+    name = "mlm"
+
+    def __init__(self, model_name_or_path: str, *, query_model: str | None = None, max_length: int = 256,
+                 query_max_length: int = 64, pooling: str = "max", max_active_dims: int | None = None,
+                 batch_size: int = 32, device: str | torch.device | None = None,
+                 max_chunk_elements: int = 1 << 23) -> None:
+        super().__init__(batch_size=batch_size, max_active_dims=max_active_dims, device=device)
+        if pooling not in POOLINGS:
+            raise EncoderError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.model_name_or_path = resolve_model_path(str(model_name_or_path))
+        self.query_model_name_or_path = resolve_model_path(str(query_model)) if query_model else None
+        self.max_length, self.query_max_length = max_length, query_max_length
+        self.pooling = pooling
+        self.max_chunk_elements = max_chunk_elements
+        self.tokenizer, self.model = self._load(self.model_name_or_path)
+        if self.query_model_name_or_path:
+            self.query_tokenizer, self.query_model = self._load(self.query_model_name_or_path)
+        else:
+            self.query_tokenizer, self.query_model = self.tokenizer, self.model
+        vocab = self.model.config.vocab_size
+        tokens = self.tokenizer.convert_ids_to_tokens(list(range(min(vocab, len(self.tokenizer)))))
+        self._terms = [t if t is not None else f"[{i}]" for i, t in enumerate(tokens)]
+        self._terms += [f"[{i}]" for i in range(len(self._terms), vocab)]
+        # Special tokens and ids beyond the tokenizer never appear in outputs.
+        self._excluded = torch.tensor(sorted(set(self.tokenizer.all_special_ids) | set(range(len(tokens), vocab))),
+                                      dtype=torch.long, device=self.device)
+        self._fingerprint: str | None = None
+
+    def _load(self, path: str) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
+        tokenizer = load_pretrained(AutoTokenizer, path, "tokenizer")
+        model = load_pretrained(AutoModelForMaskedLM, path, "masked-LM model")
+        return tokenizer, model.to(self.device).eval()
+
+    def config(self) -> dict[str, Any]:
+        return {"type": self.name, "model": self.model_name_or_path, "query_model": self.query_model_name_or_path,
+                "max_length": self.max_length, "query_max_length": self.query_max_length,
+                "pooling": self.pooling, "max_active_dims": self.max_active_dims}
+
+    @property
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            models = [self.model] + ([self.query_model] if self.query_model is not self.model else [])
+            self._fingerprint = module_fingerprint(*models)
+        return self._fingerprint
+
+    def _encode_batch(self, texts: list[str], is_query: bool) -> torch.Tensor:
+        tokenizer, model = (self.query_tokenizer, self.query_model) if is_query else (self.tokenizer, self.model)
+        max_length = self.query_max_length if is_query else self.max_length
+        texts = [t[: max_length * CHARS_PER_TOKEN] for t in texts]
+        batch = tokenizer(texts, padding=True, truncation=True, max_length=max_length,
+                          return_tensors="pt").to(self.device)
+        out = pooled_mlm_weights(model, batch["input_ids"], batch["attention_mask"], self.pooling,
+                                 self.max_chunk_elements)
+        out[:, self._excluded] = 0
+        return out
+
+
+def pooled_mlm_weights(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                       pooling: str, max_chunk_elements: int) -> torch.Tensor:
+    """``pool_t log1p(relu(logits))`` with at most ``max_chunk_elements`` logits alive at once."""
+    vocab = model.config.vocab_size
+    head = _split_head(model)
+    n_docs = input_ids.shape[0]
+    if head is None:  # unknown head: run the whole model on as many documents as fit the budget
+        per_doc = input_ids.shape[1] * vocab
+        step = max(1, max_chunk_elements // per_doc)
+        parts = [_pool_full(model, input_ids[i:i + step], attention_mask[i:i + step], pooling)
+                 for i in range(0, n_docs, step)]
+        return torch.cat(parts)
+    hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask)[0]
+    valid = attention_mask.bool()
+    tokens = hidden[valid]  # packed rows, documents contiguous in order
+    lengths = valid.sum(1).tolist()
+    acc = torch.full((n_docs, vocab), -torch.inf if pooling == "max" else 0.0, device=hidden.device)
+    rows = max(1, max_chunk_elements // vocab)
+    doc, doc_end, pos = 0, lengths[0], 0
+    while pos < tokens.shape[0]:
+        end = min(pos + rows, tokens.shape[0])
+        logits = head(tokens[pos:end]).float()
+        if pooling == "sum":
+            logits = torch.log1p(torch.relu(logits))
+        # Walk the documents that overlap rows [pos, end).
+        start = pos
+        while start < end:
+            while start >= doc_end:
+                doc += 1
+                doc_end += lengths[doc]
+            stop = min(end, doc_end)
+            part = logits[start - pos:stop - pos]
+            if pooling == "max":
+                torch.maximum(acc[doc], part.amax(0), out=acc[doc])
+            else:
+                acc[doc] += part.sum(0)
+            start = stop
+        pos = end
+    return torch.log1p(torch.relu(acc)) if pooling == "max" else acc
+
+
+def _pool_full(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+               pooling: str) -> torch.Tensor:
+    w = torch.log1p(torch.relu(model(input_ids=input_ids, attention_mask=attention_mask).logits.float()))
+    w = w * attention_mask.unsqueeze(-1)
+    return w.amax(1) if pooling == "max" else w.sum(1)
+
+
+@torch.inference_mode()
+def naive_encode(encoder: MLMSparseEncoder, texts: list[str], is_query: bool = False) -> torch.Tensor:
+    """The textbook SPLADE formula on full ``batch x seq x vocab`` logits, in input order.
+
+    A reference for tests and benchmarks; it materialises every logit.
+    """
+    tokenizer, model = (encoder.query_tokenizer, encoder.query_model) if is_query else (encoder.tokenizer, encoder.model)
+    max_length = encoder.query_max_length if is_query else encoder.max_length
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt").to(encoder.device)
+    out = _pool_full(model, batch["input_ids"], batch["attention_mask"], encoder.pooling)
+    out[:, encoder._excluded] = 0
+    return out
