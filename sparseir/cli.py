@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 #: Modules that add their own subcommands through ``register(subparsers)``.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("sparseir.bench.cli", "sparseir.sae.cli")
 
 
 def _encoder_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    names = ("max_length", "query_max_length", "batch_size", "max_active_dims", "device", "pooling")
+    names = ("max_length", "query_max_length", "batch_size", "max_active_dims", "device", "pooling",
+             "mode", "score", "doc_template", "query_template", "mask")
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
 
@@ -30,6 +31,13 @@ def _add_encoder_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-active-dims", type=int, help="keep only the top-N dimensions of every vector")
     g.add_argument("--batch-size", type=int, help="texts per forward pass (default 32)")
     g.add_argument("--device", help="torch device; default: cuda if available, else cpu")
+    g = p.add_argument_group("LLM encoder (llm:...)")
+    g.add_argument("--mode", choices=("plain", "echo", "prompt"), help="positions pooled (default echo)")
+    g.add_argument("--score", choices=("logits", "logprob"), help="token score before log(1+ReLU) (default logprob)")
+    g.add_argument("--doc-template", help="document template with {text} placeholder(s)")
+    g.add_argument("--query-template", help="query template with {text} placeholder(s)")
+    g.add_argument("--no-mask", dest="mask", action="store_false", default=None,
+                   help="keep special, whitespace and punctuation tokens")
 
 
 def _add_corpus_options(p: argparse.ArgumentParser) -> None:

@@ -17,6 +17,8 @@ from .mlm import MLMSparseEncoder
 #: family name -> "module:Class"; imported on first use so optional families cost nothing.
 ENCODERS: dict[str, str] = {
     "mlm": "sparseir.encoders.mlm:MLMSparseEncoder",
+    "llm": "sparseir.encoders.llm:LLMSparseEncoder",
+    "sae": "sparseir.encoders.sae:SAESparseEncoder",
 }
 
 

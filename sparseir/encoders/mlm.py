@@ -17,8 +17,8 @@ import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .base import EncoderError, SparseEncoder, module_fingerprint
+from .pooling import POOLINGS, pool_logits
 
-POOLINGS = ("max", "sum")
 #: Characters kept per allowed token before tokenising, so a huge document costs no more than a long one.
 CHARS_PER_TOKEN = 64
 
@@ -113,43 +113,15 @@ class MLMSparseEncoder(SparseEncoder):
 
 def pooled_mlm_weights(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                        pooling: str, max_chunk_elements: int) -> torch.Tensor:
-    """``pool_t log1p(relu(logits))`` with at most ``max_chunk_elements`` logits alive at once."""
-    vocab = model.config.vocab_size
+    """``pool_t log1p(relu(logits))`` over non-padding tokens, with bounded logits memory."""
     head = _split_head(model)
-    n_docs = input_ids.shape[0]
     if head is None:  # unknown head: run the whole model on as many documents as fit the budget
-        per_doc = input_ids.shape[1] * vocab
-        step = max(1, max_chunk_elements // per_doc)
+        step = max(1, max_chunk_elements // (input_ids.shape[1] * model.config.vocab_size))
         parts = [_pool_full(model, input_ids[i:i + step], attention_mask[i:i + step], pooling)
-                 for i in range(0, n_docs, step)]
+                 for i in range(0, input_ids.shape[0], step)]
         return torch.cat(parts)
     hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask)[0]
-    valid = attention_mask.bool()
-    tokens = hidden[valid]  # packed rows, documents contiguous in order
-    lengths = valid.sum(1).tolist()
-    acc = torch.full((n_docs, vocab), -torch.inf if pooling == "max" else 0.0, device=hidden.device)
-    rows = max(1, max_chunk_elements // vocab)
-    doc, doc_end, pos = 0, lengths[0], 0
-    while pos < tokens.shape[0]:
-        end = min(pos + rows, tokens.shape[0])
-        logits = head(tokens[pos:end]).float()
-        if pooling == "sum":
-            logits = torch.log1p(torch.relu(logits))
-        # Walk the documents that overlap rows [pos, end).
-        start = pos
-        while start < end:
-            while start >= doc_end:
-                doc += 1
-                doc_end += lengths[doc]
-            stop = min(end, doc_end)
-            part = logits[start - pos:stop - pos]
-            if pooling == "max":
-                torch.maximum(acc[doc], part.amax(0), out=acc[doc])
-            else:
-                acc[doc] += part.sum(0)
-            start = stop
-        pos = end
-    return torch.log1p(torch.relu(acc)) if pooling == "max" else acc
+    return pool_logits(hidden, attention_mask.bool(), head, model.config.vocab_size, pooling, max_chunk_elements)
 
 
 def _pool_full(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,

@@ -1,14 +1,25 @@
 """Numba kernels for exact top-k dot-product search over flat postings arrays.
 
-Term-at-a-time into a dense float32 accumulator, then one pass that keeps the ``k`` best
-documents in a bounded heap. Ties are broken by the smaller document id. Only documents with
-a positive score are returned.
+Term-at-a-time (TAAT) into a dense float32 accumulator, cache-blocked over the documents: the
+document range is cut into chunks of ``CHUNK`` ids, and for each chunk every query term scatters
+its postings of that chunk (found by binary search in the doc-sorted list) into an accumulator
+of ``CHUNK`` floats that stays in the L2 cache. The chunk is then scanned once, feeding a bounded
+heap, and zeroed while it is still hot. Per document the terms are added in query order, so the
+scores are bit-identical to an unblocked TAAT pass. Ties are broken by the smaller document id
+(documents reach the heap in id order and a later one needs a strictly higher score). Only
+documents with a positive score are returned. See ``bench/README.md`` ("Query speed") for the
+measurements behind the choice.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
+
+#: documents per accumulator chunk: 64 Ki float32 = 256 KiB, well inside a 1 MiB L2.
+CHUNK = 1 << 16
+#: scores reduced to one maximum before the heap looks at them one by one.
+GROUP = 32
 
 
 @njit(cache=True, inline="always")
@@ -18,7 +29,8 @@ def _worse(s1: float, d1: int, s2: float, d2: int) -> bool:
 
 
 @njit(cache=True)
-def _sift_down(scores: np.ndarray, ids: np.ndarray, i: int, n: int) -> None:
+def sift_down(scores: np.ndarray, ids: np.ndarray, i: int, n: int) -> None:
+    """Restore the min-heap (worst at the root) below position ``i`` of a heap of ``n``."""
     while True:
         worst, left, right = i, 2 * i + 1, 2 * i + 2
         if left < n and _worse(scores[left], ids[left], scores[worst], ids[worst]):
@@ -33,7 +45,8 @@ def _sift_down(scores: np.ndarray, ids: np.ndarray, i: int, n: int) -> None:
 
 
 @njit(cache=True)
-def _sift_up(scores: np.ndarray, ids: np.ndarray, i: int) -> None:
+def sift_up(scores: np.ndarray, ids: np.ndarray, i: int) -> None:
+    """Move entry ``i`` up the min-heap."""
     while i > 0:
         parent = (i - 1) // 2
         if not _worse(scores[i], ids[i], scores[parent], ids[parent]):
@@ -43,39 +56,75 @@ def _sift_up(scores: np.ndarray, ids: np.ndarray, i: int) -> None:
         i = parent
 
 
+@njit(cache=True, inline="always")
+def heap_push(scores: np.ndarray, ids: np.ndarray, n: int, k: int, s: float, d: int) -> int:
+    """Offer (s, d) to a min-heap of ``n`` <= ``k`` entries; returns the new size."""
+    if n < k:
+        scores[n] = s
+        ids[n] = d
+        sift_up(scores, ids, n)
+        return n + 1
+    if _worse(scores[0], ids[0], s, d):
+        scores[0] = s
+        ids[0] = d
+        sift_down(scores, ids, 0, k)
+    return n
+
+
+@njit(cache=True)
+def heap_sort(scores: np.ndarray, ids: np.ndarray, n: int) -> None:
+    """Sort a min-heap of ``n`` entries in place, best first."""
+    for end in range(n - 1, 0, -1):
+        scores[0], scores[end] = scores[end], scores[0]
+        ids[0], ids[end] = ids[end], ids[0]
+        sift_down(scores, ids, 0, end)
+
+
 @njit(cache=True)
 def topk_dense(acc: np.ndarray, k: int, out_ids: np.ndarray, out_scores: np.ndarray) -> int:
-    """Best ``k`` positive entries of ``acc``, sorted; returns how many were found.
+    """Best ``k`` positive entries of ``acc``, sorted; returns how many were found."""
+    n = _scan_chunk(acc, acc.shape[0], 0, k, out_ids, out_scores, 0, False)
+    heap_sort(out_scores, out_ids, n)
+    return n
 
-    Documents are visited in id order, so a later document enters only with a strictly
-    higher score than the heap's worst: ties keep the smaller id.
+
+@njit(cache=True, fastmath=True, inline="always")
+def _group_max(acc: np.ndarray, start: int) -> float:
+    """Largest of ``acc[start:start + GROUP]`` (a vectorised reduction)."""
+    m = np.float32(0.0)
+    for i in range(start, start + GROUP):
+        m = max(m, acc[i])
+    return m
+
+
+@njit(cache=True)
+def _scan_chunk(acc: np.ndarray, length: int, first: int, k: int, heap_ids: np.ndarray,
+                heap_scores: np.ndarray, n: int, zero: bool) -> int:
+    """Offer ``acc[:length]`` (documents ``first + i``) to the heap; optionally zero it.
+
+    Groups of ``GROUP`` scores are first reduced to their maximum; only a group that beats the
+    heap's threshold is scanned entry by entry.
     """
-    n = 0
-    for d in range(acc.shape[0]):
-        s = acc[d]
-        if s <= 0.0:
+    threshold = heap_scores[0] if n == k else np.float32(0.0)
+    full = length - length % GROUP
+    for g in range(0, length, GROUP):
+        if g < full and _group_max(acc, g) <= threshold:
             continue
-        if n < k:
-            out_scores[n] = s
-            out_ids[n] = d
-            _sift_up(out_scores, out_ids, n)
-            n += 1
-        elif s > out_scores[0]:
-            out_scores[0] = s
-            out_ids[0] = d
-            _sift_down(out_scores, out_ids, 0, k)
-    # Heap sort: pop the worst to the back.
-    for end in range(n - 1, 0, -1):
-        out_scores[0], out_scores[end] = out_scores[end], out_scores[0]
-        out_ids[0], out_ids[end] = out_ids[end], out_ids[0]
-        _sift_down(out_scores, out_ids, 0, end)
+        for i in range(g, min(g + GROUP, length)):
+            s = acc[i]
+            if s > threshold:  # strictly: a later equal score loses the tie
+                n = heap_push(heap_scores, heap_ids, n, k, s, first + i)
+                if n == k:
+                    threshold = heap_scores[0]
+    if zero:
+        acc[:length] = 0.0
     return n
 
 
 @njit(cache=True)
 def accumulate(offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarray, q_dims: np.ndarray,
                q_weights: np.ndarray, acc: np.ndarray) -> None:
-    """``acc[d] += w_t * impact`` over the postings of every query dimension ``t``."""
+    """``acc[d] += w_t * impact`` over the postings of every query dimension ``t`` (unblocked)."""
     for j in range(q_dims.shape[0]):
         t = q_dims[j]
         w = np.float32(q_weights[j])
@@ -87,10 +136,35 @@ def accumulate(offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarray, q_dim
 def search_one(offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarray, q_dims: np.ndarray,
                q_weights: np.ndarray, acc: np.ndarray, k: int, out_ids: np.ndarray,
                out_scores: np.ndarray) -> int:
-    """Exact top-k for one query. ``acc`` must be zero and is zero again on return."""
-    accumulate(offsets, docs, impacts, q_dims, q_weights, acc)
-    n = topk_dense(acc, k, out_ids, out_scores)
-    acc[:] = 0.0
+    """Exact top-k for one query; returns the number of hits written (best first).
+
+    ``acc`` is scratch of at least ``min(n_docs, CHUNK)`` zeros and is zero again on return.
+    """
+    nq = q_dims.shape[0]
+    cursor = np.empty(nq, dtype=np.int64)
+    end = np.empty(nq, dtype=np.int64)
+    weight = np.empty(nq, dtype=np.float32)
+    n_scored = 0  # documents past the last posting of every query term score zero
+    for j in range(nq):
+        cursor[j] = offsets[q_dims[j]]
+        end[j] = offsets[q_dims[j] + 1]
+        weight[j] = np.float32(q_weights[j])
+        if end[j] > cursor[j]:
+            n_scored = max(n_scored, np.int64(docs[end[j] - 1]) + 1)
+    n = 0
+    for lo in range(0, n_scored, CHUNK):
+        hi = min(lo + CHUNK, n_scored)
+        for j in range(nq):
+            p, e = cursor[j], end[j]
+            if p == e:
+                continue
+            stop = e if docs[e - 1] < hi else p + np.searchsorted(docs[p:e], np.uint32(hi))
+            w = weight[j]
+            for i in range(p, stop):
+                acc[docs[i] - lo] += w * np.float32(impacts[i])
+            cursor[j] = stop
+        n = _scan_chunk(acc, hi - lo, lo, k, out_ids, out_scores, n, True)
+    heap_sort(out_scores, out_ids, n)
     return n
 
 
@@ -100,11 +174,11 @@ def search_batch(offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarray, q_i
                  out_ids: np.ndarray, out_scores: np.ndarray, out_counts: np.ndarray) -> None:
     """Exact top-k for a CSR batch of queries, in parallel over blocks of queries.
 
-    Each block owns one accumulator, reused across its queries.
+    Each block owns one chunk-sized accumulator, reused across its queries.
     """
     n_queries = q_indptr.shape[0] - 1
     for b in prange(n_blocks):
-        acc = np.zeros(n_docs, dtype=np.float32)
+        acc = np.zeros(min(n_docs, CHUNK), dtype=np.float32)
         for q in range(b, n_queries, n_blocks):
             lo, hi = q_indptr[q], q_indptr[q + 1]
             out_counts[q] = search_one(offsets, docs, impacts, q_dims[lo:hi], q_weights[lo:hi], acc, k,

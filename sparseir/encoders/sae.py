@@ -1,0 +1,110 @@
+"""SAE dictionary encoder: texts -> base model activations -> sparse autoencoder features.
+
+Embedding-source SAEs encode one sentence embedding per text; hidden-state SAEs encode every
+token and pool the feature activations over the text (max by default). Dimension names are
+the SAE's feature labels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from sparseir.encoders.base import EncoderError, SparseEncoder, module_fingerprint
+from sparseir.sae.checkpoint import LABELS, load_sae, read_json
+from sparseir.sae.collect import EmbeddingSource, HiddenStateSource
+
+POOLINGS = ("max", "sum")
+
+
+class SAESparseEncoder(SparseEncoder):
+    """Encode texts into the feature space of a trained SAE checkpoint directory.
+
+    ``k`` overrides the SAE's number of active features per input (per token for hidden
+    sources); ``normalize`` L2-normalises each sparse vector (cosine scoring); ``base_model``
+    overrides the base model path recorded in the checkpoint.
+    """
+
+    name = "sae"
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        k: int | None = None,
+        normalize: bool = False,
+        pooling: str = "max",
+        max_length: int | None = None,
+        query_max_length: int | None = None,
+        base_model: str | None = None,
+        max_active_dims: int | None = None,
+        batch_size: int = 32,
+        device: str | torch.device | None = None,
+    ) -> None:
+        super().__init__(batch_size=batch_size, max_active_dims=max_active_dims, device=device)
+        if pooling not in POOLINGS:
+            raise EncoderError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.path = Path(path)
+        try:
+            self.sae, self.sae_config = load_sae(self.path, self.device)
+        except (FileNotFoundError, ValueError) as e:
+            raise EncoderError(str(e)) from e
+        if k is not None and not 0 < k <= self.sae.cfg.n_latents:
+            raise EncoderError(f"k must be in [1, {self.sae.cfg.n_latents}], got {k}")
+        self.k = k
+        self.normalize = normalize
+        self.pooling = pooling
+        self.max_length = max_length
+        self.query_max_length = query_max_length
+        source = self.sae_config["source"]
+        self.model_path = base_model or source["model"]
+        if source["kind"] == "embedding":
+            self.source = EmbeddingSource(self.model_path, device=self.device)
+        elif source["kind"] == "hidden":
+            self.source = HiddenStateSource(
+                self.model_path, layer=source["layer"], max_length=max_length or source["max_length"], device=self.device
+            )
+        else:
+            raise EncoderError(f"{self.path}: unknown activation source kind {source['kind']!r}")
+        if self.source.dim != self.sae.cfg.d_in:
+            raise EncoderError(f"{self.model_path} gives {self.source.dim}-d activations, the SAE expects {self.sae.cfg.d_in}")
+        labels = read_json(self.path, LABELS)
+        n = self.sae.cfg.n_latents
+        self._terms = list(labels["labels"]) if labels else [f"f{i}" for i in range(n)]
+        if len(self._terms) != n:
+            raise EncoderError(f"{self.path}/{LABELS} has {len(self._terms)} labels for {n} features")
+
+    def _encode_batch(self, texts: list[str], is_query: bool) -> torch.Tensor:
+        if isinstance(self.source, EmbeddingSource):
+            codes = self.sae.encode(self.source.embed(texts, batch_size=len(texts)), self.k)
+        else:
+            if is_query and self.query_max_length:
+                self.source.max_length = self.query_max_length
+            else:
+                self.source.max_length = self.max_length or self.sae_config["source"]["max_length"]
+            hidden, mask, _, _ = self.source.states(texts)
+            tok = torch.zeros(*mask.shape, self.sae.cfg.n_latents, device=hidden.device)
+            tok[mask] = self.sae.encode(hidden[mask].float(), self.k)
+            codes = tok.amax(1) if self.pooling == "max" else tok.sum(1)
+        return F.normalize(codes, dim=-1) if self.normalize else codes
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "type": self.name,
+            "path": str(self.path),
+            "k": self.k,
+            "normalize": self.normalize,
+            "pooling": self.pooling,
+            "max_length": self.max_length,
+            "query_max_length": self.query_max_length,
+            "base_model": None if self.model_path == self.sae_config["source"]["model"] else self.model_path,
+            "max_active_dims": self.max_active_dims,
+            "batch_size": self.batch_size,
+        }
+
+    @property
+    def fingerprint(self) -> str:
+        return module_fingerprint(self.sae, self.source.model)

@@ -1,0 +1,198 @@
+"""Numba kernels of the approximate search mode (see :mod:`sparseir.search.approx`).
+
+Build: a forward index (documents -> dims, ascending) and, per dimension, its ``n_postings``
+highest-impact postings in impact order, cut into blocks of ``block_size`` postings whose
+summary is their largest impact. Search: score-at-a-time over the blocks of the query's
+heaviest dimensions in decreasing ``q_t * block_max`` order (a lazy merge of the per-dimension
+block lists), until a budget of distinct documents is touched, into a dense accumulator of
+partial scores; then the best partial scores are re-scored exactly
+through the forward index, stopping at the first candidate whose partial score falls below
+``heap_factor`` times the k-th exact score.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .kernels import heap_push, heap_sort
+
+
+@njit(cache=True)
+def forward_index(offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarray, doc_nnz: np.ndarray,
+                  out_dims: np.ndarray, out_vals: np.ndarray) -> np.ndarray:
+    """Transpose the postings into per-document (dim, impact) rows; returns the row offsets."""
+    n_docs = doc_nnz.shape[0]
+    indptr = np.zeros(n_docs + 1, dtype=np.int64)
+    for d in range(n_docs):
+        indptr[d + 1] = indptr[d] + doc_nnz[d]
+    cursor = indptr[:-1].copy()
+    for t in range(offsets.shape[0] - 1):
+        for p in range(offsets[t], offsets[t + 1]):
+            d = docs[p]
+            out_dims[cursor[d]] = t
+            out_vals[cursor[d]] = impacts[p]
+            cursor[d] += 1
+    return indptr
+
+
+@njit(cache=True)
+def pruned_lengths(offsets: np.ndarray, n_postings: int) -> np.ndarray:
+    """Kept postings per dimension: ``min(list length, n_postings)``."""
+    n_dims = offsets.shape[0] - 1
+    lengths = np.empty(n_dims, dtype=np.int64)
+    for t in range(n_dims):
+        lengths[t] = min(offsets[t + 1] - offsets[t], n_postings)
+    return lengths
+
+
+@njit(cache=True)
+def impact_order_uint8(offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarray, p_offsets: np.ndarray,
+                       out_docs: np.ndarray, out_impacts: np.ndarray) -> None:
+    """Per dimension, its top postings by impact (ties: smaller doc first), by counting sort."""
+    count = np.zeros(256, dtype=np.int64)
+    start = np.zeros(256, dtype=np.int64)
+    for t in range(offsets.shape[0] - 1):
+        keep = p_offsets[t + 1] - p_offsets[t]
+        if keep == 0:
+            continue
+        count[:] = 0
+        for p in range(offsets[t], offsets[t + 1]):
+            count[impacts[p]] += 1
+        pos = p_offsets[t]
+        for v in range(255, -1, -1):  # slot of the first posting of each impact level
+            start[v] = pos
+            pos += count[v]
+        end = p_offsets[t + 1]
+        for p in range(offsets[t], offsets[t + 1]):  # doc order within a level (lists are doc-sorted)
+            v = impacts[p]
+            s = start[v]
+            if s < end:
+                out_docs[s] = docs[p]
+                out_impacts[s] = v
+                start[v] = s + 1
+
+
+@njit(cache=True)
+def impact_order_float(offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarray, p_offsets: np.ndarray,
+                       out_docs: np.ndarray, out_impacts: np.ndarray) -> None:
+    """As :func:`impact_order_uint8` for float impacts, by a stable sort."""
+    for t in range(offsets.shape[0] - 1):
+        keep = p_offsets[t + 1] - p_offsets[t]
+        if keep == 0:
+            continue
+        lo = offsets[t]
+        order = np.argsort(-impacts[lo:offsets[t + 1]], kind="mergesort")[:keep]
+        for i in range(keep):
+            out_docs[p_offsets[t] + i] = docs[lo + order[i]]
+            out_impacts[p_offsets[t] + i] = impacts[lo + order[i]]
+
+
+@njit(cache=True)
+def _select_terms(q_dims: np.ndarray, q_weights: np.ndarray, query_cut: int) -> np.ndarray:
+    """Positions of the ``query_cut`` heaviest query dims."""
+    order = np.argsort(-q_weights, kind="mergesort")
+    return order[:min(query_cut, order.shape[0])]
+
+
+@njit(cache=True)
+def approx_search_one(p_offsets: np.ndarray, p_docs: np.ndarray, p_impacts: np.ndarray, block_size: int,
+                      fwd_indptr: np.ndarray, fwd_dims: np.ndarray, fwd_vals: np.ndarray,
+                      q_dims: np.ndarray, q_weights: np.ndarray, k: int, query_cut: int, budget: int,
+                      max_candidates: int, heap_factor: float, acc: np.ndarray, touched: np.ndarray,
+                      q_dense: np.ndarray, out_ids: np.ndarray, out_scores: np.ndarray) -> int:
+    """Approximate top-k for one query; returns the number of hits written (best first).
+
+    ``acc`` (float32 [n_docs]) and ``q_dense`` (float32 [n_dims]) must be zero and are zero
+    again on return; ``touched`` (int64) needs ``budget`` slots, or ``n_docs`` when ``budget``
+    is 0 (no budget).
+    """
+    if q_dims.shape[0] == 0:
+        return 0
+    for j in range(q_dims.shape[0]):
+        q_dense[q_dims[j]] = np.float32(q_weights[j])
+    terms = _select_terms(q_dims, q_weights, query_cut)
+    nt = terms.shape[0]
+    cursor = np.empty(nt, dtype=np.int64)  # next block of each kept term; blocks are in impact order
+    stop = np.empty(nt, dtype=np.int64)
+    weight = np.empty(nt, dtype=np.float32)
+    for j in range(nt):
+        t = q_dims[terms[j]]
+        cursor[j], stop[j] = p_offsets[t], p_offsets[t + 1]
+        weight[j] = np.float32(q_weights[terms[j]])
+    # Score-at-a-time: repeatedly take the block with the largest bound q_t * block max, a lazy
+    # merge of the kept terms' block lists, until the budget of distinct documents is spent.
+    n_touched = 0
+    limit = budget if budget > 0 else touched.shape[0]
+    while n_touched < limit:
+        best, best_ub = -1, np.float32(0.0)
+        for j in range(nt):
+            if cursor[j] < stop[j]:
+                ub = weight[j] * np.float32(p_impacts[cursor[j]])
+                if ub > best_ub:
+                    best, best_ub = j, ub
+        if best < 0:
+            break
+        w = weight[best]
+        first = cursor[best]
+        last = min(first + block_size, stop[best])
+        cursor[best] = last
+        for p in range(first, last):
+            c = w * np.float32(p_impacts[p])
+            if c <= 0.0:  # a zero impact (or weight) must not make a document look untouched
+                continue
+            d = p_docs[p]
+            if acc[d] == 0.0:
+                if n_touched == limit:
+                    continue
+                touched[n_touched] = d
+                n_touched += 1
+            acc[d] += c
+    # The best partial scores, in decreasing order.
+    n_cand = min(max_candidates, n_touched)
+    cand_scores = np.empty(n_cand, dtype=np.float32)
+    cand_ids = np.empty(n_cand, dtype=np.int64)
+    m = 0
+    for i in range(n_touched):
+        d = touched[i]
+        if n_cand > 0:
+            m = heap_push(cand_scores, cand_ids, m, n_cand, acc[d], d)
+        acc[d] = 0.0
+    heap_sort(cand_scores, cand_ids, m)
+    # Exact re-scoring through the forward index.
+    n = 0
+    for i in range(m):
+        if n == k and cand_scores[i] < heap_factor * out_scores[0]:
+            break
+        d = cand_ids[i]
+        s = np.float32(0.0)
+        for p in range(fwd_indptr[d], fwd_indptr[d + 1]):
+            s += q_dense[fwd_dims[p]] * np.float32(fwd_vals[p])
+        if s > 0.0:
+            n = heap_push(out_scores, out_ids, n, k, s, d)
+    heap_sort(out_scores, out_ids, n)
+    for j in range(q_dims.shape[0]):
+        q_dense[q_dims[j]] = 0.0
+    return n
+
+
+@njit(cache=True, parallel=True)
+def approx_search_batch(p_offsets: np.ndarray, p_docs: np.ndarray, p_impacts: np.ndarray, block_size: int,
+                        fwd_indptr: np.ndarray, fwd_dims: np.ndarray, fwd_vals: np.ndarray,
+                        q_indptr: np.ndarray, q_dims: np.ndarray, q_weights: np.ndarray, n_dims: int, k: int,
+                        query_cut: int, budget: int, max_candidates: int, heap_factor: float, n_blocks: int,
+                        touched_size: int, out_ids: np.ndarray, out_scores: np.ndarray,
+                        out_counts: np.ndarray) -> None:
+    """Approximate top-k for a CSR batch of queries, in parallel over blocks of queries."""
+    n_queries = q_indptr.shape[0] - 1
+    n_docs = fwd_indptr.shape[0] - 1
+    for blk in prange(n_blocks):
+        acc = np.zeros(n_docs, dtype=np.float32)
+        q_dense = np.zeros(n_dims, dtype=np.float32)
+        touched = np.empty(touched_size, dtype=np.int64)
+        for q in range(blk, n_queries, n_blocks):
+            lo, hi = q_indptr[q], q_indptr[q + 1]
+            out_counts[q] = approx_search_one(p_offsets, p_docs, p_impacts, block_size, fwd_indptr, fwd_dims,
+                                              fwd_vals, q_dims[lo:hi], q_weights[lo:hi], k, query_cut, budget,
+                                              max_candidates, heap_factor, acc, touched, q_dense, out_ids[q],
+                                              out_scores[q])

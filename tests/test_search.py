@@ -1,0 +1,100 @@
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings, strategies as st
+
+from sparseir.index import SparseIndex, write_index
+from sparseir.search import Searcher
+
+
+def brute_force(index: SparseIndex, queries: sp.csr_matrix, k: int):
+    """scipy ``q @ D.T`` on the stored (de)quantised vectors; ties by smaller doc id."""
+    scores = (queries @ index.to_csr().T).toarray()
+    out = []
+    for row in scores:
+        order = np.lexsort((np.arange(len(row)), -row))
+        out.append([(int(d), float(row[d])) for d in order[:k] if row[d] > 0])
+    return out, scores
+
+
+@st.composite
+def dyadic_problem(draw):
+    """Weights are multiples of 1/4 below 8, so float32 sums are exact in any order: ties are real."""
+    n_docs = draw(st.integers(1, 60))
+    n_dims = draw(st.integers(1, 24))
+    k = draw(st.integers(1, 15))
+    n_queries = draw(st.integers(1, 5))
+    seed = draw(st.integers(0, 2**32 - 1))
+    density = draw(st.sampled_from([0.05, 0.2, 0.6]))
+    rng = np.random.default_rng(seed)
+
+    def matrix(rows):
+        m = (rng.random((rows, n_dims)) < density) * rng.integers(1, 32, size=(rows, n_dims)) / 4
+        return sp.csr_matrix(m.astype(np.float32))
+
+    return matrix(n_docs), matrix(n_queries), k
+
+
+@settings(max_examples=150, deadline=None)
+@given(dyadic_problem())
+def test_exact_search_equals_scipy_brute_force(tmp_path_factory, problem):
+    docs, queries, k = problem
+    path = tmp_path_factory.mktemp("ix") / "ix"
+    write_index(path, [f"d{i}" for i in range(docs.shape[0])], docs, [f"t{j}" for j in range(docs.shape[1])],
+                quantize="float32")
+    searcher = Searcher(SparseIndex.load(path))
+    expected, _ = brute_force(searcher.index, queries, k)
+    ids, scores, counts = searcher.search_vectors(queries, k)  # batch kernel (parallel)
+    for q, exp in enumerate(expected):
+        got = list(zip(ids[q, :counts[q]].tolist(), scores[q, :counts[q]].tolist()))
+        assert got == exp
+        one_ids, one_scores, one_count = searcher.search_vectors(queries[q], k)  # single-query kernel
+        assert list(zip(one_ids[0, :one_count[0]].tolist(), one_scores[0, :one_count[0]].tolist())) == exp
+
+
+@pytest.mark.parametrize("quantize", ["float32", "uint8"])
+def test_random_float_weights_within_tolerance(tmp_path, quantize):
+    rng = np.random.default_rng(1)
+    docs = sp.random(3000, 400, density=0.03, format="csr", random_state=rng, dtype=np.float32) * 3
+    queries = sp.random(40, 400, density=0.05, format="csr", random_state=rng, dtype=np.float32)
+    path = write_index(tmp_path / "ix", [str(i) for i in range(3000)], docs, [str(j) for j in range(400)],
+                       quantize=quantize)
+    searcher = Searcher(SparseIndex.load(path))
+    expected, dense = brute_force(searcher.index, queries, 20)
+    ids, scores, counts = searcher.search_vectors(queries, 20, threads=2)
+    for q, exp in enumerate(expected):
+        assert counts[q] == len(exp)
+        np.testing.assert_allclose(scores[q, :counts[q]], [s for _, s in exp], rtol=1e-5)
+        np.testing.assert_allclose(dense[q, ids[q, :counts[q]]], scores[q, :counts[q]], rtol=1e-5)
+        # Same ids wherever neighbouring scores are not within float noise of each other.
+        gaps = np.abs(np.diff([s for _, s in exp]))
+        clear = np.concatenate([[True], gaps > 1e-4]) & np.concatenate([gaps > 1e-4, [True]])
+        assert [d for (d, _), c in zip(exp, clear) if c] == [d for d, c in zip(ids[q, :counts[q]], clear) if c]
+
+
+def test_hits_explain_and_dict_queries(tmp_path):
+    docs = sp.csr_matrix(np.array([[1.0, 0, 2.0], [0, 3.0, 1.0], [0, 0, 0]], dtype=np.float32))
+    path = write_index(tmp_path / "ix", ["a", "b", "c"], docs, ["apple", "bone", "cell"], quantize="float32")
+    s = Searcher(path)
+    hits = s.search({"apple": 2.0, "cell": 1.0}, k=5)
+    assert hits == [("a", 4.0), ("b", 1.0)]  # the empty document "c" never matches
+    expl = s.explain({"apple": 2.0, "cell": 1.0}, "a")
+    assert [(c.term, c.product) for c in expl] == [("apple", 2.0), ("cell", 2.0)]
+    assert sum(c.product for c in expl) == pytest.approx(hits[0].score)
+    assert s.search({"bone": 0.0}, k=3) == []
+    assert s.batch_search({"q1": {"bone": 1.0}, "q2": {"apple": 1.0}}, k=1) == {"q1": [("b", 3.0)],
+                                                                                 "q2": [("a", 1.0)]}
+    with pytest.raises(KeyError, match="not in the index vocabulary"):
+        s.search({"zebra": 1.0})
+    with pytest.raises(KeyError, match="not in the index"):
+        s.explain({"apple": 1.0}, "zzz")
+
+
+def test_explain_sums_to_score_with_uint8(tmp_path):
+    rng = np.random.default_rng(2)
+    docs = sp.random(200, 50, density=0.2, format="csr", random_state=rng, dtype=np.float32)
+    path = write_index(tmp_path / "ix", [str(i) for i in range(200)], docs, [f"t{j}" for j in range(50)])
+    s = Searcher(path)
+    q = sp.random(1, 50, density=0.3, format="csr", random_state=rng, dtype=np.float32)
+    for hit in s.search(q, k=5):
+        assert sum(c.product for c in s.explain(q, hit.doc_id)) == pytest.approx(hit.score, rel=1e-5)
