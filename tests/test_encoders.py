@@ -36,15 +36,22 @@ def test_bounded_pooling_equals_naive_formula(splade_tiny, texts):
     """Packed, chunked head + max over raw logits == log1p(relu(full logits)) max-pooled."""
     batch = splade_tiny.tokenizer(texts[:12], padding=True, truncation=True, max_length=256, return_tensors="pt")
     ids, mask = batch["input_ids"], batch["attention_mask"]
+    model, head, chunk = splade_tiny.model, splade_tiny._heads[id(splade_tiny.model)], splade_tiny.max_chunk_elements
     with torch.inference_mode():
-        naive = _pool_full(splade_tiny.model, ids, mask, "max")
-        fast = pooled_mlm_weights(splade_tiny.model, ids, mask, "max", splade_tiny.max_chunk_elements)
-        assert torch.equal(fast, naive)  # bit-identical at the default chunk size
+        naive = _pool_full(model, ids, mask, "max")
+        assert torch.equal(pooled_mlm_weights(model, ids, mask, "max", chunk, head), naive)  # bit-identical
+        # bf16 screen + float32 recompute of the candidates: the same support, the same values up to
+        # float32 summation order.
+        screened = pooled_mlm_weights(model, ids, mask, "max", chunk, head, screen=True)
+        torch.testing.assert_close(screened, naive, rtol=1e-6, atol=1e-6)
+        assert torch.equal(screened > 1e-5, naive > 1e-5)
         # Smaller chunks change only the GEMM's blocking, hence the last float bits.
-        tiny = pooled_mlm_weights(splade_tiny.model, ids, mask, "max", 1 << 16)
+        tiny = pooled_mlm_weights(model, ids, mask, "max", 1 << 16, head)
         torch.testing.assert_close(tiny, naive, rtol=1e-5, atol=1e-5)
-        summed = pooled_mlm_weights(splade_tiny.model, ids, mask, "sum", 1 << 18)
-        torch.testing.assert_close(summed, _pool_full(splade_tiny.model, ids, mask, "sum"), rtol=1e-5, atol=1e-4)
+        summed = pooled_mlm_weights(model, ids, mask, "sum", 1 << 18, head)
+        torch.testing.assert_close(summed, _pool_full(model, ids, mask, "sum"), rtol=1e-5, atol=1e-4)
+        unknown_head = pooled_mlm_weights(model, ids, mask, "max", 1 << 22, None)  # whole model, few docs at a time
+        torch.testing.assert_close(unknown_head, naive, rtol=1e-5, atol=1e-5)
 
 
 def test_encoder_matches_naive_and_is_order_independent(splade_tiny, texts):

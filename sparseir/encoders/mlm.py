@@ -17,7 +17,7 @@ import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .base import EncoderError, SparseEncoder, module_fingerprint
-from .pooling import POOLINGS, pool_logits
+from .pooling import POOLINGS, VocabHead, bf16_screening_available, pool_logits
 
 #: Characters kept per allowed token before tokenising, so a huge document costs no more than a long one.
 CHARS_PER_TOKEN = 64
@@ -40,14 +40,17 @@ def load_pretrained(loader: Callable[..., Any], name_or_path: str, what: str, **
         ) from e
 
 
-def _split_head(model: PreTrainedModel) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """The MLM head as a function of last hidden states, for the common architectures."""
+def _split_head(model: PreTrainedModel) -> VocabHead | None:
+    """The MLM head as ``decoder(transform(hidden))`` for the common architectures."""
     if hasattr(model, "cls"):  # BERT and relatives
-        return model.cls
-    if hasattr(model, "lm_head"):  # RoBERTa, XLM-R, CamemBERT, ...
-        return model.lm_head
+        p = model.cls.predictions
+        return VocabHead(p.transform, p.decoder)
+    if hasattr(model, "lm_head") and hasattr(model.lm_head, "layer_norm"):  # RoBERTa, XLM-R, CamemBERT
+        h = model.lm_head
+        return VocabHead(lambda x: h.layer_norm(torch.nn.functional.gelu(h.dense(x))), h.decoder)
     if hasattr(model, "vocab_projector"):  # DistilBERT
-        return lambda h: model.vocab_projector(model.vocab_layer_norm(model.activation(model.vocab_transform(h))))
+        return VocabHead(lambda x: model.vocab_layer_norm(model.activation(model.vocab_transform(x))),
+                         model.vocab_projector)
     return None
 
 
@@ -59,7 +62,7 @@ class MLMSparseEncoder(SparseEncoder):
     def __init__(self, model_name_or_path: str, *, query_model: str | None = None, max_length: int = 256,
                  query_max_length: int = 64, pooling: str = "max", max_active_dims: int | None = None,
                  batch_size: int = 32, device: str | torch.device | None = None,
-                 max_chunk_elements: int = 1 << 23) -> None:
+                 max_chunk_elements: int = 1 << 23, screen: bool | None = None) -> None:
         super().__init__(batch_size=batch_size, max_active_dims=max_active_dims, device=device)
         if pooling not in POOLINGS:
             raise EncoderError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -68,11 +71,13 @@ class MLMSparseEncoder(SparseEncoder):
         self.max_length, self.query_max_length = max_length, query_max_length
         self.pooling = pooling
         self.max_chunk_elements = max_chunk_elements
+        self.screen = bf16_screening_available(self.device) if screen is None else screen
         self.tokenizer, self.model = self._load(self.model_name_or_path)
         if self.query_model_name_or_path:
             self.query_tokenizer, self.query_model = self._load(self.query_model_name_or_path)
         else:
             self.query_tokenizer, self.query_model = self.tokenizer, self.model
+        self._heads = {id(m): _split_head(m) for m in (self.model, self.query_model)}
         vocab = self.model.config.vocab_size
         tokens = self.tokenizer.convert_ids_to_tokens(list(range(min(vocab, len(self.tokenizer)))))
         self._terms = [t if t is not None else f"[{i}]" for i, t in enumerate(tokens)]
@@ -106,22 +111,27 @@ class MLMSparseEncoder(SparseEncoder):
         batch = tokenizer(texts, padding=True, truncation=True, max_length=max_length,
                           return_tensors="pt").to(self.device)
         out = pooled_mlm_weights(model, batch["input_ids"], batch["attention_mask"], self.pooling,
-                                 self.max_chunk_elements)
+                                 self.max_chunk_elements, self._heads[id(model)], self.screen)
         out[:, self._excluded] = 0
         return out
 
 
 def pooled_mlm_weights(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                       pooling: str, max_chunk_elements: int) -> torch.Tensor:
-    """``pool_t log1p(relu(logits))`` over non-padding tokens, with bounded logits memory."""
-    head = _split_head(model)
+                       pooling: str, max_chunk_elements: int, head: VocabHead | None = None,
+                       screen: bool = False) -> torch.Tensor:
+    """``pool_t log1p(relu(logits))`` over non-padding tokens, with bounded logits memory.
+
+    ``head`` is ``model``'s split MLM head; models with an unknown head (``None``) run whole,
+    a few documents at a time.
+    """
     if head is None:  # unknown head: run the whole model on as many documents as fit the budget
         step = max(1, max_chunk_elements // (input_ids.shape[1] * model.config.vocab_size))
         parts = [_pool_full(model, input_ids[i:i + step], attention_mask[i:i + step], pooling)
                  for i in range(0, input_ids.shape[0], step)]
         return torch.cat(parts)
     hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask)[0]
-    return pool_logits(hidden, attention_mask.bool(), head, model.config.vocab_size, pooling, max_chunk_elements)
+    return pool_logits(hidden, attention_mask.bool(), head, model.config.vocab_size, pooling, max_chunk_elements,
+                       screen)
 
 
 def _pool_full(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,

@@ -3,47 +3,131 @@
 The vocabulary head runs over packed rows (only the pooled positions) in chunks of at most
 ``max_chunk_elements`` logits, so a ``batch x seq x vocab`` tensor never exists. For max pooling,
 ``log1p . relu`` is monotone: the max is taken over raw logits and the activation applied once to
-the pooled ``[batch, vocab]`` row, which gives exactly the naive result.
+the pooled ``[batch, vocab]`` row.
+
+Screened max pooling (CPUs with bf16 instructions): the head's final linear layer runs in bf16,
+a rigorous bound on the bf16 error marks the few vocabulary entries whose exact max logit could
+be positive (typically 1-2%), and only those are recomputed in float32. Every other entry is
+provably ``<= 0`` and would be zeroed by the ReLU anyway, so the output equals the float32 result
+(up to float32 summation order, ~1e-6).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable
 
 import torch
 
 POOLINGS = ("max", "sum")
+#: bf16 keeps 8 significant bits: each rounded input is off by at most 2^-8 relatively, a product by
+#: ~2^-7, the bf16 output by another 2^-8. The margins below double those for safety.
+_BF16_REL = 2.0**-6
+_BF16_OUT = 2.0**-7
+
+
+@dataclass
+class VocabHead:
+    """A vocabulary head split as ``decoder(transform(hidden))``; lets max pooling screen in bf16."""
+
+    transform: Callable[[torch.Tensor], torch.Tensor]
+    decoder: torch.nn.Linear
+
+    def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.transform(hidden))
+
+    @cached_property
+    def weight(self) -> torch.Tensor:
+        return self.decoder.weight.detach().float()
+
+    @cached_property
+    def weight_bf16(self) -> torch.Tensor:
+        return self.weight.to(torch.bfloat16)
+
+    @cached_property
+    def weight_norm(self) -> torch.Tensor:
+        return self.weight.norm(dim=1)
+
+    @cached_property
+    def bias(self) -> torch.Tensor:
+        b = self.decoder.bias
+        return b.detach().float() if b is not None else torch.zeros(self.weight.shape[0], device=self.weight.device)
+
+
+def bf16_screening_available(device: torch.device) -> bool:
+    """True on CPUs whose oneDNN has native bf16 matmul (AVX512-BF16 / AMX)."""
+    return device.type == "cpu" and bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
+
+
+def _segments(bounds: list[int], pos: int, end: int, doc: int):
+    """``(doc, start, stop)`` for the documents overlapping packed rows ``[pos, end)``."""
+    start = pos
+    while start < end:
+        while bounds[doc] <= start:
+            doc += 1
+        stop = min(end, bounds[doc])
+        yield doc, start, stop
+        start = stop
 
 
 def pool_logits(hidden: torch.Tensor, pool_mask: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor],
-                vocab: int, pooling: str, max_chunk_elements: int) -> torch.Tensor:
+                vocab: int, pooling: str, max_chunk_elements: int, screen: bool = False) -> torch.Tensor:
     """``[batch, vocab]`` pooled weights from ``hidden [batch, seq, h]`` at ``pool_mask`` positions.
 
     ``head`` maps ``[rows, h]`` hidden states to ``[rows, vocab]`` logits. A row with no pooled
-    position gives zeros.
+    position gives zeros. ``screen=True`` (max pooling with a :class:`VocabHead`) uses the bf16
+    screen described in the module docstring.
     """
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    if screen and pooling == "max" and isinstance(head, VocabHead):
+        return _screened_max(hidden, pool_mask, head, max_chunk_elements)
     n_docs = hidden.shape[0]
     tokens = hidden[pool_mask]  # packed rows; each document's rows are contiguous, in order
     bounds = torch.cumsum(pool_mask.sum(1), 0).tolist()
     acc = torch.full((n_docs, vocab), -torch.inf if pooling == "max" else 0.0, device=hidden.device)
     rows = max(1, max_chunk_elements // vocab)
-    doc = 0
     for pos in range(0, tokens.shape[0], rows):
         end = min(pos + rows, tokens.shape[0])
         logits = head(tokens[pos:end]).float()
         if pooling == "sum":
             logits = torch.log1p(torch.relu(logits))
-        start = pos
-        while start < end:  # the documents overlapping rows [pos, end)
-            while bounds[doc] <= start:
-                doc += 1
-            stop = min(end, bounds[doc])
+        for doc, start, stop in _segments(bounds, pos, end, 0):
             part = logits[start - pos:stop - pos]
             if pooling == "max":
                 torch.maximum(acc[doc], part.amax(0), out=acc[doc])
             else:
                 acc[doc] += part.sum(0)
-            start = stop
     return torch.log1p(torch.relu(acc)) if pooling == "max" else acc
+
+
+def _screened_max(hidden: torch.Tensor, pool_mask: torch.Tensor, head: VocabHead,
+                  max_chunk_elements: int) -> torch.Tensor:
+    weight, bias, weight_bf16, weight_norm = head.weight, head.bias, head.weight_bf16, head.weight_norm
+    vocab, n_docs = weight.shape[0], hidden.shape[0]
+    feats = head.transform(hidden[pool_mask]).float()  # packed [rows, h], small
+    bounds = torch.cumsum(pool_mask.sum(1), 0).tolist()
+    approx = torch.full((n_docs, vocab), -torch.inf, device=hidden.device)
+    norms = torch.zeros(n_docs, device=hidden.device)
+    rows = max(1, max_chunk_elements // vocab)
+    for pos in range(0, feats.shape[0], rows):
+        end = min(pos + rows, feats.shape[0])
+        chunk = feats[pos:end]
+        logits = chunk.to(torch.bfloat16) @ weight_bf16.T
+        chunk_norms = chunk.norm(dim=1)
+        for doc, start, stop in _segments(bounds, pos, end, 0):
+            torch.maximum(approx[doc], logits[start - pos:stop - pos].amax(0).float(), out=approx[doc])
+            norms[doc] = torch.maximum(norms[doc], chunk_norms[start - pos:stop - pos].max())
+    # Upper bound of the exact max logit: undo the output rounding (monotone), add the input error.
+    upper = torch.where(approx >= 0, approx * (1 + _BF16_OUT), approx * (1 - _BF16_OUT))
+    upper += _BF16_REL * norms[:, None] * weight_norm[None, :] + bias
+    out = torch.zeros(n_docs, vocab, device=hidden.device)
+    start = 0
+    for doc, stop in enumerate(bounds):
+        cand = torch.nonzero(upper[doc] > 0).squeeze(1)
+        if stop > start and len(cand):
+            exact = (feats[start:stop] @ weight[cand].T + bias[cand]).amax(0)
+            out[doc, cand] = torch.log1p(torch.relu(exact))
+        start = stop
+    return out
