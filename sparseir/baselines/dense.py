@@ -96,14 +96,15 @@ class DenseSearcher:
     def nbytes(self) -> int:
         return self.index.nbytes
 
-    def _encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """Normalised query embeddings, one row per text."""
         return self.model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
                                  convert_to_numpy=True, show_progress_bar=False)
 
     def search(self, query: str, k: int = 10) -> dict[str, float]:
-        return self.index.search_vectors(self._encode([query]), k)[0]
+        return self.index.search_vectors(self.encode([query]), k)[0]
 
     def batch_search(self, queries: dict[str, str], k: int = 10, batch_size: int = 64) -> Run:
         qids = list(queries)
-        hits = self.index.search_vectors(self._encode([queries[q] for q in qids], batch_size), k)
+        hits = self.index.search_vectors(self.encode([queries[q] for q in qids], batch_size), k)
         return dict(zip(qids, hits))

@@ -84,6 +84,11 @@ class SystemSpec:
                 raise ConfigError(f"system {name!r}: fusion 'of' must list two or three systems")
             if merged["weights"] is not None and len(merged["weights"]) != len(merged["of"]):
                 raise ConfigError(f"system {name!r}: {len(merged['weights'])} weights for {len(merged['of'])} systems")
+            unused = "norm" if merged["method"] == "rrf" else "k"
+            if unused in params:
+                raise ConfigError(f"system {name!r}: {unused!r} does not apply to {merged['method']} fusion")
+            del merged[unused]
+            merged["of"] = list(merged["of"])
         return cls(name, kind, merged)
 
     @property
