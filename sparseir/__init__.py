@@ -20,8 +20,10 @@ _EXPORTS = {
     "EncoderError": "encoders",
     "SparseIndex": "index", "IndexWriter": "index", "write_index": "index", "IndexFormatError": "index",
     "build_index": "indexing",
-    "Searcher": "search", "Hit": "search", "Contribution": "search",
+    "Searcher": "search", "Hit": "search", "Contribution": "search", "ApproxSearcher": "search",
+    "ApproxParams": "search",
     "evaluate": "evaluate",
+    "rrf": "fusion", "convex": "fusion",
 }
 
 

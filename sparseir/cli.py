@@ -32,7 +32,7 @@ def _add_encoder_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, help="texts per forward pass (default 32)")
     g.add_argument("--device", help="torch device; default: cuda if available, else cpu")
     g = p.add_argument_group("LLM encoder (llm:...)")
-    g.add_argument("--mode", choices=("plain", "echo", "prompt"), help="positions pooled (default echo)")
+    g.add_argument("--mode", choices=("plain", "echo", "prompt"), help="positions pooled (default prompt)")
     g.add_argument("--score", choices=("logits", "logprob"), help="token score before log(1+ReLU) (default logprob)")
     g.add_argument("--doc-template", help="document template with {text} placeholder(s)")
     g.add_argument("--query-template", help="query template with {text} placeholder(s)")
@@ -67,10 +67,16 @@ def cmd_index(args: argparse.Namespace) -> None:
           f"{m['docs_per_second']} docs/s on {m['encoder']['device']}")
 
 
-def cmd_search(args: argparse.Namespace) -> None:
+def _searcher(args: argparse.Namespace):
     from .search import Searcher
+    from .search.approx import ApproxSearcher, params_from_args
 
-    searcher = Searcher(args.index)
+    params = params_from_args(args)
+    return ApproxSearcher(args.index, params=params) if params else Searcher(args.index)
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    searcher = _searcher(args)
     results = []
     for query in args.query:
         hits = searcher.search(query, k=args.k)
@@ -95,9 +101,8 @@ def cmd_search(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     from .corpus import load_qrels, load_queries
     from .evaluate import evaluate, run_from_hits
-    from .search import Searcher
 
-    searcher = Searcher(args.index)
+    searcher = _searcher(args)
     qrels = load_qrels(args.dataset, args.split)
     queries = {q: t for q, t in load_queries(args.dataset).items() if q in qrels}
     start = time.perf_counter()
@@ -159,6 +164,8 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .search.approx import add_arguments as add_approx_arguments
+
     parser = argparse.ArgumentParser(prog="sparseir", description="Learned-sparse retrieval: encode, index, search, "
                                      "evaluate. Run 'sparseir COMMAND --help' for a command's options.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -182,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--explain", action="store_true", help="show the dimensions behind each score")
     p.add_argument("--explain-terms", type=int, default=5, help="dimensions shown per hit with --explain")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_approx_arguments(p)
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("eval", help="evaluate an index on a dataset's qrels",
@@ -196,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep a document whose id equals the query id (default: removed, as Pyserini's --remove-query)")
     p.add_argument("--run-out", help="also write the run in TREC format to this file")
     p.add_argument("--json", action="store_true")
+    add_approx_arguments(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("encode", help="write sparse vectors as JSONL (Pyserini JsonVectorCollection)",

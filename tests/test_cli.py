@@ -26,6 +26,11 @@ def test_index_search_explain(built, capsys):
     assert len(res["hits"]) == 3 and res["hits"][0]["doc_id"] == "4983"
     top = res["hits"][0]
     assert sum(c["product"] for c in top["explain"]) == pytest.approx(top["score"], rel=1e-4)
+    assert main(["search", str(built), "cerebral white matter development in newborns", "-k", "3", "--json",
+                 "--approx", "--query-cut", "4"]) == 0
+    approx = json.loads(capsys.readouterr().out)
+    assert approx["hits"][0]["doc_id"] == "4983"
+    assert approx["hits"][0]["score"] == pytest.approx(top["score"], rel=1e-6)  # candidates re-scored exactly
     assert main(["search", str(built), "vitamin D and bone fractures", "-k", "2", "--explain"]) == 0
     table = capsys.readouterr().out
     assert "rank" in table and " x " in table

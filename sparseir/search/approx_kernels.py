@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .kernels import heap_push, heap_sort
+from .kernels import CHUNK, heap_push, heap_sort, search_one
 
 
 @njit(cache=True)
@@ -159,7 +159,22 @@ def approx_search_one(p_offsets: np.ndarray, p_docs: np.ndarray, p_impacts: np.n
             m = heap_push(cand_scores, cand_ids, m, n_cand, acc[d], d)
         acc[d] = 0.0
     heap_sort(cand_scores, cand_ids, m)
-    # Exact re-scoring through the forward index.
+    n = rescore(fwd_indptr, fwd_dims, fwd_vals, q_dense, cand_ids, cand_scores, m, k, heap_factor, out_ids,
+                out_scores)
+    for j in range(q_dims.shape[0]):
+        q_dense[q_dims[j]] = 0.0
+    return n
+
+
+@njit(cache=True)
+def rescore(fwd_indptr: np.ndarray, fwd_dims: np.ndarray, fwd_vals: np.ndarray, q_dense: np.ndarray,
+            cand_ids: np.ndarray, cand_scores: np.ndarray, m: int, k: int, heap_factor: float,
+            out_ids: np.ndarray, out_scores: np.ndarray) -> int:
+    """Exact scores of ``m`` candidates (best partial score first) through the forward index.
+
+    Stops at the first candidate whose partial score is below ``heap_factor`` times the k-th
+    exact score; returns the number of hits written (best first).
+    """
     n = 0
     for i in range(m):
         if n == k and cand_scores[i] < heap_factor * out_scores[0]:
@@ -171,28 +186,60 @@ def approx_search_one(p_offsets: np.ndarray, p_docs: np.ndarray, p_impacts: np.n
         if s > 0.0:
             n = heap_push(out_scores, out_ids, n, k, s, d)
     heap_sort(out_scores, out_ids, n)
+    return n
+
+
+@njit(cache=True)
+def full_search_one(offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarray, fwd_indptr: np.ndarray,
+                    fwd_dims: np.ndarray, fwd_vals: np.ndarray, q_dims: np.ndarray, q_weights: np.ndarray, k: int,
+                    query_cut: int, max_candidates: int, heap_factor: float, acc: np.ndarray, q_dense: np.ndarray,
+                    out_ids: np.ndarray, out_scores: np.ndarray) -> int:
+    """Approximate top-k from the full lists of the ``query_cut`` heaviest query dims.
+
+    Their exact partial scores (the exact kernel, on fewer dims) give the ``max_candidates`` best
+    documents, which are re-scored exactly with every query dim. ``acc`` is the exact kernel's
+    scratch; ``q_dense`` as for :func:`approx_search_one`.
+    """
+    if q_dims.shape[0] == 0:
+        return 0
+    keep = np.sort(_select_terms(q_dims, q_weights, query_cut))  # ascending dims, as the exact kernel adds them
+    cand_ids = np.empty(max_candidates, dtype=np.int64)
+    cand_scores = np.empty(max_candidates, dtype=np.float32)
+    m = search_one(offsets, docs, impacts, q_dims[keep], q_weights[keep], acc, max_candidates, cand_ids, cand_scores)
+    for j in range(q_dims.shape[0]):
+        q_dense[q_dims[j]] = np.float32(q_weights[j])
+    n = rescore(fwd_indptr, fwd_dims, fwd_vals, q_dense, cand_ids, cand_scores, m, k, heap_factor, out_ids,
+                out_scores)
     for j in range(q_dims.shape[0]):
         q_dense[q_dims[j]] = 0.0
     return n
 
 
 @njit(cache=True, parallel=True)
-def approx_search_batch(p_offsets: np.ndarray, p_docs: np.ndarray, p_impacts: np.ndarray, block_size: int,
-                        fwd_indptr: np.ndarray, fwd_dims: np.ndarray, fwd_vals: np.ndarray,
-                        q_indptr: np.ndarray, q_dims: np.ndarray, q_weights: np.ndarray, n_dims: int, k: int,
-                        query_cut: int, budget: int, max_candidates: int, heap_factor: float, n_blocks: int,
-                        touched_size: int, out_ids: np.ndarray, out_scores: np.ndarray,
-                        out_counts: np.ndarray) -> None:
-    """Approximate top-k for a CSR batch of queries, in parallel over blocks of queries."""
+def approx_search_batch(offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarray, p_offsets: np.ndarray,
+                        p_docs: np.ndarray, p_impacts: np.ndarray, block_size: int, fwd_indptr: np.ndarray,
+                        fwd_dims: np.ndarray, fwd_vals: np.ndarray, q_indptr: np.ndarray, q_dims: np.ndarray,
+                        q_weights: np.ndarray, n_dims: int, k: int, full: bool, query_cut: int, budget: int,
+                        max_candidates: int, heap_factor: float, n_blocks: int, touched_size: int,
+                        out_ids: np.ndarray, out_scores: np.ndarray, out_counts: np.ndarray) -> None:
+    """Approximate top-k for a CSR batch of queries, in parallel over blocks of queries.
+
+    ``full`` selects :func:`full_search_one`, else :func:`approx_search_one`.
+    """
     n_queries = q_indptr.shape[0] - 1
     n_docs = fwd_indptr.shape[0] - 1
     for blk in prange(n_blocks):
-        acc = np.zeros(n_docs, dtype=np.float32)
+        acc = np.zeros(min(n_docs, CHUNK) if full else n_docs, dtype=np.float32)
         q_dense = np.zeros(n_dims, dtype=np.float32)
         touched = np.empty(touched_size, dtype=np.int64)
         for q in range(blk, n_queries, n_blocks):
             lo, hi = q_indptr[q], q_indptr[q + 1]
-            out_counts[q] = approx_search_one(p_offsets, p_docs, p_impacts, block_size, fwd_indptr, fwd_dims,
-                                              fwd_vals, q_dims[lo:hi], q_weights[lo:hi], k, query_cut, budget,
-                                              max_candidates, heap_factor, acc, touched, q_dense, out_ids[q],
-                                              out_scores[q])
+            if full:
+                out_counts[q] = full_search_one(offsets, docs, impacts, fwd_indptr, fwd_dims, fwd_vals, q_dims[lo:hi],
+                                                q_weights[lo:hi], k, query_cut, max_candidates, heap_factor, acc,
+                                                q_dense, out_ids[q], out_scores[q])
+            else:
+                out_counts[q] = approx_search_one(p_offsets, p_docs, p_impacts, block_size, fwd_indptr, fwd_dims,
+                                                  fwd_vals, q_dims[lo:hi], q_weights[lo:hi], k, query_cut, budget,
+                                                  max_candidates, heap_factor, acc, touched, q_dense, out_ids[q],
+                                                  out_scores[q])

@@ -1,0 +1,164 @@
+"""Approximate search mode: its structures, its knobs, and the exact path it must not disturb."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from sparseir.index import SparseIndex, write_index
+from sparseir.search import Searcher
+from sparseir.search.approx import ApproxIndex, ApproxParams, ApproxSearcher
+from sparseir.search.kernels import CHUNK
+
+UNLIMITED = dict(query_cut=10_000, budget=0, candidates=10**9, heap_factor=0.0)
+
+
+def topical(n_docs: int, n_queries: int, n_dims: int = 2000, seed: int = 0):
+    """Documents and queries drawn around shared topics, so top documents share heavy query terms."""
+    rng = np.random.default_rng(seed)
+    n_topics = 40
+    topics = [rng.choice(n_dims, 30, replace=False) for _ in range(n_topics)]
+
+    def draw(n, own, noise):
+        rows, cols, vals = [], [], []
+        for i in range(n):
+            t = topics[rng.integers(n_topics)]
+            c = np.concatenate([rng.choice(t, own, replace=False), rng.integers(0, n_dims, noise)])
+            rows += [i] * len(c)
+            cols += c.tolist()
+            vals += (rng.gamma(2.0, 0.5, len(c)) * np.r_[np.full(own, 2.0), np.ones(noise)]).tolist()
+        m = sp.csr_matrix((np.float32(vals), (rows, cols)), shape=(n, n_dims))
+        m.sum_duplicates()
+        return m
+
+    return draw(n_docs, 12, 30), draw(n_queries, 6, 6)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    docs, queries = topical(6000, 60)
+    path = tmp_path_factory.mktemp("approx") / "ix"
+    write_index(path, [f"d{i}" for i in range(docs.shape[0])], docs, [f"t{j}" for j in range(docs.shape[1])])
+    index = SparseIndex.load(path)
+    exact = Searcher(index).search_vectors(queries, 10)
+    approx = ApproxIndex(index, n_postings=400, block_size=16)
+    return index, queries, exact, approx
+
+
+def recall(exact, got) -> float:
+    (ei, _, ec), (gi, _, gc) = exact, got
+    return float(np.mean([len(set(gi[q, :gc[q]]) & set(ei[q, :ec[q]])) / max(ec[q], 1) for q in range(len(ec))]))
+
+
+def test_forward_index_is_the_transpose(corpus):
+    index, _, _, approx = corpus
+    fwd = sp.csr_matrix((approx.fwd_vals.astype(np.float32) * np.float32(index.scale), approx.fwd_dims.astype(np.int64),
+                         approx.fwd_indptr), shape=(index.n_docs, index.n_dims))
+    assert (fwd != index.to_csr()).nnz == 0
+    for d in range(0, index.n_docs, 997):
+        row = approx.fwd_dims[approx.fwd_indptr[d]:approx.fwd_indptr[d + 1]]
+        assert np.all(np.diff(row.astype(np.int64)) > 0)
+
+
+def test_pruned_lists_keep_the_top_impacts_in_order(corpus):
+    index, _, _, approx = corpus
+    for t in range(0, index.n_dims, 37):
+        lo, hi = index.offsets[t], index.offsets[t + 1]
+        full = sorted(zip((-index.impacts[lo:hi].astype(int)).tolist(), index.docs[lo:hi].tolist()))
+        keep = full[:min(hi - lo, approx.n_postings)]
+        plo, phi = approx.p_offsets[t], approx.p_offsets[t + 1]
+        assert list(zip((-approx.p_impacts[plo:phi].astype(int)).tolist(), approx.p_docs[plo:phi].tolist())) == keep
+        # a block's summary (its first impact) bounds every impact in the block
+        for s in range(plo, phi, approx.block_size):
+            assert approx.p_impacts[s] == approx.p_impacts[s:min(s + approx.block_size, phi)].max()
+
+
+@pytest.mark.parametrize("source", ["full", "pruned"])
+def test_unlimited_knobs_give_exact_results(tmp_path, source):
+    docs, queries = topical(1500, 30, seed=3)
+    path = write_index(tmp_path / "ix", [str(i) for i in range(1500)], docs, [str(j) for j in range(2000)])
+    index = SparseIndex.load(path)
+    ei, es, ec = Searcher(index).search_vectors(queries, 10)
+    searcher = ApproxSearcher(index, params=ApproxParams(source=source, n_postings=10**6, **UNLIMITED))
+    for ids, scores, counts in (searcher.search_vectors(queries, 10),  # batch kernel
+                                [np.concatenate(x) for x in zip(*(searcher.search_vectors(queries[q], 10)
+                                                                   for q in range(queries.shape[0])))]):
+        np.testing.assert_array_equal(counts, ec)
+        for q in range(len(ec)):
+            np.testing.assert_array_equal(ids[q, :ec[q]], ei[q, :ec[q]])
+            np.testing.assert_array_equal(scores[q, :ec[q]], es[q, :ec[q]])  # bit-identical
+
+
+@pytest.mark.parametrize("source", ["full", "pruned"])
+def test_default_recall_and_exact_scores(corpus, source):
+    index, queries, exact, approx = corpus
+    params = ApproxParams(source=source, n_postings=400, block_size=16, heap_factor=0.5 if source == "pruned" else 0.0)
+    searcher = ApproxSearcher(index, params=params, approx=approx)
+    got = searcher.search_vectors(queries, 10)
+    assert recall(exact, got) >= 0.95
+    gi, gs, gc = got
+    brute = (queries @ index.to_csr().T).toarray()
+    for q in range(len(gc)):
+        np.testing.assert_allclose(gs[q, :gc[q]], brute[q, gi[q, :gc[q]]], rtol=1e-5)
+        assert np.all(np.diff(gs[q, :gc[q]]) <= 0)
+
+
+@pytest.mark.parametrize("source,knob,values", [
+    ("pruned", "candidates", [1, 5, 20, 80, 400]), ("pruned", "budget", [50, 300, 1500, 6000]),
+    ("pruned", "query_cut", [1, 2, 4, 8, 12]), ("pruned", "heap_factor", [1.0, 0.9, 0.6, 0.0]),
+    ("full", "candidates", [1, 5, 20, 80, 400]), ("full", "query_cut", [1, 2, 4, 8, 12]),
+    ("full", "heap_factor", [1.0, 0.9, 0.6, 0.0])])
+def test_knobs_trade_work_for_recall_monotonically(corpus, source, knob, values):
+    index, queries, exact, approx = corpus
+    params = ApproxParams(source=source, n_postings=400, block_size=16, **UNLIMITED)
+    base = ApproxSearcher(index, params=params, approx=approx)
+    recalls = [recall(exact, base.with_params(**{knob: v}).search_vectors(queries, 10)) for v in values]
+    assert all(b >= a - 0.02 for a, b in zip(recalls, recalls[1:])), recalls
+    assert recalls[-1] > recalls[0] or recalls[0] == 1.0
+
+
+@pytest.mark.parametrize("source", ["full", "pruned"])
+def test_candidates_only_add_documents(corpus, source):
+    index, queries, _, approx = corpus
+    params = ApproxParams(source=source, n_postings=400, block_size=16, **UNLIMITED)
+    base = ApproxSearcher(index, params=params, approx=approx)
+    small, large = (base.with_params(candidates=c).search_vectors(queries, 10) for c in (15, 60))
+    for q in range(len(small[2])):  # more candidates never lowers the k-th score found
+        if small[2][q] == 10:
+            assert large[1][q, 9] >= small[1][q, 9]
+
+
+def test_bad_params_are_rejected(corpus):
+    index, _, _, approx = corpus
+    with pytest.raises(ValueError, match="query_cut"):
+        ApproxParams(query_cut=0)
+    with pytest.raises(ValueError, match="heap_factor"):
+        ApproxParams(heap_factor=1.5)
+    with pytest.raises(ValueError, match="budget"):
+        ApproxParams(budget=-1)
+    with pytest.raises(ValueError, match="source"):
+        ApproxParams(source="dense")
+    with pytest.raises(ValueError, match="n_postings/block_size"):
+        ApproxSearcher(index, params=ApproxParams(), approx=approx)
+
+
+@pytest.mark.slow
+def test_exact_kernel_crosses_accumulator_chunks(tmp_path):
+    """More documents than one accumulator chunk: blocked TAAT must still equal brute force, ties included."""
+    rng = np.random.default_rng(7)
+    n_docs, n_dims = CHUNK + 123, 50
+    nnz = 2
+    rows = np.repeat(np.arange(n_docs), nnz)
+    cols = rng.integers(0, n_dims, n_docs * nnz)
+    docs = sp.csr_matrix((rng.integers(1, 8, n_docs * nnz).astype(np.float32) / 4, (rows, cols)),
+                         shape=(n_docs, n_dims))
+    path = write_index(tmp_path / "ix", [str(i) for i in range(n_docs)], docs, [str(j) for j in range(n_dims)],
+                       quantize="float32")
+    index = SparseIndex.load(path)
+    queries = sp.csr_matrix((rng.random((8, n_dims)) < 0.2) * rng.integers(1, 8, (8, n_dims)) / 4, dtype=np.float32)
+    ids, scores, counts = Searcher(index).search_vectors(queries, 25)
+    brute = (queries @ index.to_csr().T).toarray()
+    for q in range(queries.shape[0]):
+        order = np.lexsort((np.arange(n_docs), -brute[q]))[:25]
+        order = order[brute[q, order] > 0]
+        np.testing.assert_array_equal(ids[q, :counts[q]], order)
+        np.testing.assert_array_equal(scores[q, :counts[q]], brute[q, order])
