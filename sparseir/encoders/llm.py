@@ -61,7 +61,7 @@ _WORD = re.compile(r"\w+")
 @lru_cache(maxsize=1)
 def _byte_decoder() -> dict[str, int]:
     """GPT-2's byte-level BPE alphabet: printable character -> byte."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     cs = bs[:]
     n = 0
     for b in range(256):
@@ -81,7 +81,11 @@ def _readable(token: str, text: str) -> str:
 
 
 def _is_noise(text: str) -> bool:
-    """Pure whitespace, punctuation or symbols (``"Ġ"``, ``"ĊĊ"``, ``"."``, ``"),"``, ``"=="``)."""
+    """Pure whitespace, punctuation or symbols (``"Ġ"``, ``"ĊĊ"``, ``"."``, ``"),"``, ``"=="``).
+
+    A lone byte of a multi-byte UTF-8 character decodes to U+FFFD, a symbol, so it counts too: on
+    its own it is no readable term (a limitation for scripts the vocabulary spells byte by byte).
+    """
     return all(ch.isspace() or unicodedata.category(ch)[0] in "PS" for ch in text)
 
 
@@ -100,7 +104,8 @@ def vocabulary_terms(tokenizer: PreTrainedTokenizerBase, vocab: int) -> tuple[li
     special |= {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
     special |= set(range(n, vocab))
     texts = [tokenizer.convert_tokens_to_string([t]) if t is not None else "" for t in tokens]
-    base = [_readable(t or "", s) if i not in special else (t or f"[{i}]") for i, (t, s) in enumerate(zip(tokens, texts))]
+    base = [_readable(t or "", s) if i not in special else (t or f"[{i}]")
+            for i, (t, s) in enumerate(zip(tokens, texts))]
     word_start = [bool(t) and (t[0] in "Ġ▁" or s[:1].isspace()) for t, s in zip(tokens, texts)]
     starts = {b for b, w, i in zip(base, word_start, range(n)) if w and i not in special}
     taken: set[str] = set()
@@ -180,7 +185,8 @@ def _load(path: str, gguf_file: str | None, device: str) -> tuple[PreTrainedToke
 class LLMSparseEncoder(SparseEncoder):
     """Vocabulary-space sparse vectors from any ``AutoModelForCausalLM`` id, folder or GGUF checkpoint.
 
-    ``mode`` is ``"plain"``, ``"echo"`` or ``"prompt"``; ``doc_template``/``query_template``
+    ``mode`` is ``"plain"``, ``"echo"`` or ``"prompt"`` (the default: by far the best retriever of the
+    three on SciFact, see ``bench/results/llm.md``); ``doc_template``/``query_template``
     override its defaults (:data:`TEMPLATES`). ``mask`` zeroes special, pure-whitespace and
     pure-punctuation tokens. ``score`` is ``"logits"`` or ``"logprob"`` (see the module docstring).
     ``restrict_to_input`` keeps only the ids of the text's own words
@@ -189,7 +195,7 @@ class LLMSparseEncoder(SparseEncoder):
 
     name = "llm"
 
-    def __init__(self, model_name_or_path: str, *, gguf_file: str | None = None, mode: str = "echo",
+    def __init__(self, model_name_or_path: str, *, gguf_file: str | None = None, mode: str = "prompt",
                  doc_template: str | None = None, query_template: str | None = None, mask: bool = True,
                  score: str = "logprob",
                  restrict_to_input: bool | None = None, max_length: int = 256, query_max_length: int = 64,
@@ -207,7 +213,8 @@ class LLMSparseEncoder(SparseEncoder):
         self.mode, self.pooling, self.mask, self.score = mode, pooling, bool(mask), score
         self.doc_template = doc_template if doc_template is not None else TEMPLATES[mode][0]
         self.query_template = query_template if query_template is not None else TEMPLATES[mode][1]
-        self._pieces = {False: _split_template(self.doc_template, mode), True: _split_template(self.query_template, mode)}
+        self._pieces = {False: _split_template(self.doc_template, mode),
+                        True: _split_template(self.query_template, mode)}
         self.restrict_to_input = (mode == "prompt") if restrict_to_input is None else bool(restrict_to_input)
         self.max_length, self.query_max_length = max_length, query_max_length
         self.max_chunk_elements = max_chunk_elements
@@ -216,7 +223,9 @@ class LLMSparseEncoder(SparseEncoder):
         loaded = _load(path, self.gguf_file, str(self.device))
         self.tokenizer, self.model, self._terms, self.special_ids, self.noise_ids = loaded
         self.vocab = self.model.config.vocab_size
-        excluded = set(range(len(self.tokenizer), self.vocab)) | (set(self.special_ids) | set(self.noise_ids) if self.mask else set())
+        excluded = set(range(len(self.tokenizer), self.vocab))
+        if self.mask:
+            excluded |= set(self.special_ids) | set(self.noise_ids)
         self._excluded = torch.tensor(sorted(excluded), dtype=torch.long, device=self.device)
         self._head = lm_head(self.model)
         self._prefix = self._special_prefix()
