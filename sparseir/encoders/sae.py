@@ -65,12 +65,17 @@ class SAESparseEncoder(SparseEncoder):
             self.source = EmbeddingSource(self.model_path, device=self.device)
         elif source["kind"] == "hidden":
             self.source = HiddenStateSource(
-                self.model_path, layer=source["layer"], max_length=max_length or source["max_length"], device=self.device
+                self.model_path,
+                layer=source["layer"],
+                max_length=max_length or source["max_length"],
+                device=self.device,
             )
         else:
             raise EncoderError(f"{self.path}: unknown activation source kind {source['kind']!r}")
         if self.source.dim != self.sae.cfg.d_in:
-            raise EncoderError(f"{self.model_path} gives {self.source.dim}-d activations, the SAE expects {self.sae.cfg.d_in}")
+            raise EncoderError(
+                f"{self.model_path} gives {self.source.dim}-d activations, the SAE expects {self.sae.cfg.d_in}"
+            )
         labels = read_json(self.path, LABELS)
         n = self.sae.cfg.n_latents
         self._terms = list(labels["labels"]) if labels else [f"f{i}" for i in range(n)]

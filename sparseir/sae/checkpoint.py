@@ -13,7 +13,7 @@ from sparseir.sae.model import SAEConfig, SparseAutoencoder
 from sparseir.sae.store import replace_dir
 
 FORMAT = "sparseir-sae"
-CONFIG = "config.json"
+CONFIG = "sae_config.json"
 WEIGHTS = "sae.safetensors"
 TRAIN_STATE = "train_state.pt"
 LABELS = "labels.json"

@@ -16,6 +16,7 @@ ACTS = "activations.npy"
 TEXTS = "texts.jsonl"
 TOKEN_IDS = "token_ids.npy"
 ROW_TEXT = "row_text.npy"
+MEAN_POOLED = "mean_pooled.npy"
 
 
 def write_json_atomic(path: str | Path, obj: object) -> None:
@@ -39,7 +40,9 @@ class ActivationStore:
     def __init__(self, path: str | Path, val_every: int = 50) -> None:
         self.path = Path(path)
         if not (self.path / META).is_file() or not (self.path / ACTS).is_file():
-            raise FileNotFoundError(f"{self.path} is not an activation store (needs {META} and {ACTS}); run `sparseir sae collect`")
+            raise FileNotFoundError(
+                f"{self.path} is not an activation store (needs {META} and {ACTS}); run `sparseir sae collect`"
+            )
         self.meta: dict = json.loads((self.path / META).read_text())
         self.acts = np.load(self.path / ACTS, mmap_mode="r")
         if self.acts.ndim != 2 or self.acts.shape[0] == 0:
@@ -72,6 +75,12 @@ class ActivationStore:
         if not (self.path / TOKEN_IDS).is_file():
             raise ValueError(f"{self.path} holds no token ids (source kind {self.kind!r})")
         return np.load(self.path / TOKEN_IDS, mmap_mode="r")
+
+    def mean_pooled(self) -> np.ndarray:
+        """Per-text unit-norm mean-pooled states (hidden-state stores only)."""
+        if not (self.path / MEAN_POOLED).is_file():
+            raise ValueError(f"{self.path} holds no {MEAN_POOLED}")
+        return np.load(self.path / MEAN_POOLED)
 
     def texts(self) -> list[dict]:
         """The ``texts.jsonl`` records (``id``, ``text``)."""
@@ -152,6 +161,7 @@ def replace_dir(tmp: Path, final: Path) -> None:
     if final.exists():
         old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.old."))
         os.replace(final, old / "d")
+    os.chmod(tmp, 0o755)
     os.replace(tmp, final)
     if old is not None:
         shutil.rmtree(old)
@@ -160,8 +170,9 @@ def replace_dir(tmp: Path, final: Path) -> None:
 class StoreWriter:
     """Write an activation store into a temporary directory, published on success.
 
-    Fill ``acts``, ``row_text`` (and ``token_ids`` when ``with_tokens``) and ``texts``
-    inside the ``with`` block; on a clean exit the directory replaces ``path``.
+    Fill ``acts``, ``row_text`` (and ``token_ids`` when ``with_tokens``), ``texts`` and
+    ``extra`` (name -> array, saved as ``name``) inside the ``with`` block; on a clean exit
+    the directory replaces ``path``.
     """
 
     def __init__(
@@ -177,6 +188,7 @@ class StoreWriter:
         self.row_text = np.zeros(n_rows, dtype=np.int32)
         self.token_ids = np.zeros(n_rows, dtype=np.int32) if with_tokens else None
         self.texts: list[dict] = []
+        self.extra: dict[str, np.ndarray] = {}
 
     def __enter__(self) -> StoreWriter:
         return self
@@ -191,6 +203,8 @@ class StoreWriter:
         np.save(self.tmp / ROW_TEXT, self.row_text)
         if self.token_ids is not None:
             np.save(self.tmp / TOKEN_IDS, self.token_ids)
+        for name, arr in self.extra.items():
+            np.save(self.tmp / name, arr)
         with open(self.tmp / TEXTS, "w", encoding="utf-8") as f:
             for rec in self.texts:
                 f.write(json.dumps(rec, ensure_ascii=False) + "\n")

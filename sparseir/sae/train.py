@@ -57,9 +57,13 @@ def train_sae(
     *,
     device: str | torch.device | None = None,
     resume: bool = True,
+    max_steps: int | None = None,
     progress: bool = True,
 ) -> tuple[SparseAutoencoder, dict]:
     """Train an SAE on ``store``; checkpoints go to ``out`` and a run there is resumed.
+
+    ``max_steps`` stops this call after that many steps (checkpointed), for time-boxed runs;
+    calling again with the same settings continues where it stopped.
 
     Returns the trained model (eval mode, on ``device``) and the checkpoint info dict
     (source, settings, step, training log) that :func:`save_sae` writes.
@@ -100,13 +104,15 @@ def train_sae(
 
     def checkpoint() -> None:
         info["step"] = step
-        save_sae(out, model, info, train_state={"step": step, "model": model.state_dict(), "optimizer": opt.state_dict()})
+        state = {"step": step, "model": model.state_dict(), "optimizer": opt.state_dict()}
+        save_sae(out, model, info, train_state=state)
 
     batches = store.train_batches(train_cfg.batch_size, train_cfg.chunk_rows, train_cfg.seed, start_step=step)
     bar = tqdm(total=total, initial=step, desc="sae train", disable=not progress, dynamic_ncols=True)
     acc = np.zeros(4)
     n_acc = 0
-    while step < total:
+    stop = total if max_steps is None else min(total, step + max_steps)
+    while step < stop:
         x = torch.from_numpy(next(batches)).to(device, non_blocking=True)
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, total, lr, train_cfg)
@@ -130,7 +136,7 @@ def train_sae(
             bar.set_postfix(fvu=f"{fvu:.3f}", l0=f"{l0m:.1f}", dead=f"{dead:.1%}", auxk=f"{aux:.3f}")
             acc[:] = 0
             n_acc = 0
-        if step % train_cfg.checkpoint_every == 0 and step < total:
+        if step % train_cfg.checkpoint_every == 0 and step < stop:
             checkpoint()
     bar.close()
     checkpoint()
