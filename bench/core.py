@@ -33,6 +33,7 @@ from sparseir.encoders.mlm import naive_encode
 from sparseir.evaluate import evaluate
 from sparseir.index import SparseIndex, write_index
 from sparseir.search import Searcher, numba_threads
+from sparseir.search.searcher import SPLIT_MIN_DOCS
 
 from .synth import SCIFACT, SPLADE_TINY, scifact_vectors, synthetic_corpus
 
@@ -117,6 +118,13 @@ def latency(index: SparseIndex, queries: sp.csr_matrix, k: int = 10, repeats: in
                 t = time.perf_counter()
                 scipy_topk(dt, q, k)
                 theirs.append(time.perf_counter() - t)
+    split = []  # one query at a time, all cores on it (document range split across threads)
+    searcher.search_vectors(rows[0], k)
+    for _ in range(repeats):
+        for q in rows:
+            t = time.perf_counter()
+            searcher.search_vectors(q, k)
+            split.append(time.perf_counter() - t)
     t = time.perf_counter()
     searcher.search_vectors(queries, k)
     ours_batch = queries.shape[0] / (time.perf_counter() - t)
@@ -128,8 +136,10 @@ def latency(index: SparseIndex, queries: sp.csr_matrix, k: int = 10, repeats: in
     res = {"n_docs": index.n_docs, "n_postings": index.n_postings, "queries": len(rows) * repeats,
            "sparseir_p50_ms": ms(ours, 50), "sparseir_p99_ms": ms(ours, 99),
            "scipy_p50_ms": ms(theirs, 50), "scipy_p99_ms": ms(theirs, 99),
+           "sparseir_all_threads_p50_ms": ms(split, 50), "sparseir_all_threads_p99_ms": ms(split, 99),
            "sparseir_batch_qps": ours_batch, "scipy_qps": scipy_batch, "batch_threads": numba.get_num_threads()}
     res["speedup_p50"] = res["scipy_p50_ms"] / res["sparseir_p50_ms"]
+    res["speedup_p50_all_threads"] = res["scipy_p50_ms"] / res["sparseir_all_threads_p50_ms"]
     res["speedup_batch"] = ours_batch / scipy_batch
     return res
 
@@ -166,17 +176,25 @@ def report(results: dict) -> str:
               f"Target >= 5x against the naive implementation: "
               f"{'met' if e['speedup_vs_naive'] >= 5 else 'NOT met'} ({e['speedup_vs_naive']:.2f}x).", "",
               "## Exact search against scipy `q @ D.T` (same dequantised uint8 vectors, top-10, 300 SciFact queries)",
-              "", "| corpus | docs | postings | sparseir p50 / p99 ms (1 thread) | scipy p50 / p99 ms | p50 speed-up "
-              "| sparseir batch QPS | scipy QPS | batch speed-up |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "", "| corpus | docs | postings | sparseir p50 / p99 ms (1 thread) | sparseir p50 / p99 ms (query split "
+              "over all threads) | scipy p50 / p99 ms | p50 speed-up (1 thread / all) | sparseir batch QPS | scipy QPS "
+              "| batch speed-up |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in lat.items():
         lines.append(f"| {name} | {r['n_docs']:,} | {r['n_postings']:,} | {r['sparseir_p50_ms']:.3f} / "
-                     f"{r['sparseir_p99_ms']:.3f} | {r['scipy_p50_ms']:.3f} / {r['scipy_p99_ms']:.3f} | "
-                     f"{r['speedup_p50']:.1f}x | {r['sparseir_batch_qps']:.0f} ({r['batch_threads']} threads) | "
+                     f"{r['sparseir_p99_ms']:.3f} | {r['sparseir_all_threads_p50_ms']:.3f} / "
+                     f"{r['sparseir_all_threads_p99_ms']:.3f} | {r['scipy_p50_ms']:.3f} / {r['scipy_p99_ms']:.3f} | "
+                     f"{r['speedup_p50']:.1f}x / {r['speedup_p50_all_threads']:.1f}x | "
+                     f"{r['sparseir_batch_qps']:.0f} ({r['batch_threads']} threads) | "
                      f"{r['scipy_qps']:.0f} | {r['speedup_batch']:.1f}x |")
     big = lat[max(lat, key=lambda n: lat[n]["n_docs"])]
-    lines += ["", f"Target: faster than scipy at both sizes, >= 5x at the largest: single-query p50 "
-              f"{big['speedup_p50']:.1f}x, batch {big['speedup_batch']:.1f}x "
-              f"({'met' if min(big['speedup_p50'], big['speedup_batch']) >= 5 else 'NOT met'})."]
+    lines += ["", f"Target: faster than scipy at both sizes, >= 5x at the largest. At {big['n_docs']:,} documents: "
+              f"single-query p50 {big['speedup_p50']:.1f}x on one thread "
+              f"({'met' if big['speedup_p50'] >= 5 else 'NOT met'}), {big['speedup_p50_all_threads']:.1f}x with the "
+              f"query split over {big['batch_threads']} threads "
+              f"({'met' if big['speedup_p50_all_threads'] >= 5 else 'NOT met'}); batch "
+              f"{big['speedup_batch']:.1f}x ({'met' if big['speedup_batch'] >= 5 else 'NOT met'}). scipy has no "
+              "multi-threaded sparse product, so its figures are single-threaded throughout. Indexes under "
+              f"{SPLIT_MIN_DOCS:,} documents never split a query (SciFact's two sparseir columns differ only by noise)."]
     return "\n".join(lines) + "\n"
 
 

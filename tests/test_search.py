@@ -5,6 +5,7 @@ from hypothesis import given, settings, strategies as st
 
 from sparseir.index import SparseIndex, write_index
 from sparseir.search import Searcher
+from sparseir.search.kernels import search_one_split
 
 
 def brute_force(index: SparseIndex, queries: sp.csr_matrix, k: int):
@@ -50,6 +51,13 @@ def test_exact_search_equals_scipy_brute_force(tmp_path_factory, problem):
         assert got == exp
         one_ids, one_scores, one_count = searcher.search_vectors(queries[q], k)  # single-query kernel
         assert list(zip(one_ids[0, :one_count[0]].tolist(), one_scores[0, :one_count[0]].tolist())) == exp
+        ix, row = searcher.index, queries[q]
+        parts = 3  # the intra-query parallel kernel, document range split in three
+        acc = np.zeros((parts, -(-ix.n_docs // parts)), dtype=np.float32)
+        s_ids, s_scores = np.zeros(k, np.int64), np.zeros(k, np.float32)
+        n = search_one_split(ix.offsets, ix.docs, ix.impacts, row.indices, row.data, acc, k, s_ids, s_scores)
+        assert list(zip(s_ids[:n].tolist(), s_scores[:n].tolist())) == exp
+        assert not acc.any()
 
 
 @pytest.mark.parametrize("quantize", ["float32", "uint8"])
@@ -98,3 +106,19 @@ def test_explain_sums_to_score_with_uint8(tmp_path):
     q = sp.random(1, 50, density=0.3, format="csr", random_state=rng, dtype=np.float32)
     for hit in s.search(q, k=5):
         assert sum(c.product for c in s.explain(q, hit.doc_id)) == pytest.approx(hit.score, rel=1e-5)
+
+
+def test_single_query_split_across_threads_matches(tmp_path, monkeypatch):
+    import sparseir.search.searcher as searcher_module
+
+    rng = np.random.default_rng(3)
+    docs = sp.random(5000, 300, density=0.03, format="csr", random_state=rng, dtype=np.float32)
+    path = write_index(tmp_path / "ix", [str(i) for i in range(5000)], docs, [str(j) for j in range(300)])
+    s = Searcher(path)
+    queries = sp.random(10, 300, density=0.05, format="csr", random_state=rng, dtype=np.float32)
+    expected = [s.search_vectors(queries[i], 10, threads=1) for i in range(10)]
+    monkeypatch.setattr(searcher_module, "SPLIT_MIN_DOCS", 0)
+    for i in range(10):
+        got = s.search_vectors(queries[i], 10, threads=2)
+        for a, b in zip(got, expected[i]):
+            np.testing.assert_array_equal(a, b)

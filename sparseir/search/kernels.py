@@ -185,3 +185,41 @@ def search_batch(offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarray, q_i
             lo, hi = q_indptr[q], q_indptr[q + 1]
             out_counts[q] = search_one(offsets, docs, impacts, q_dims[lo:hi], q_weights[lo:hi], acc, k,
                                        out_ids[q], out_scores[q])
+
+
+@njit(cache=True, parallel=True)
+def search_one_split(offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarray, q_dims: np.ndarray,
+                     q_weights: np.ndarray, acc: np.ndarray, k: int, out_ids: np.ndarray,
+                     out_scores: np.ndarray) -> int:
+    """Exact top-k for one query, parallel within the query over ``acc.shape[0]`` document ranges.
+
+    ``acc`` is ``[n_parts, part_len]`` scratch of zeros (``n_parts * part_len >= n_docs``), zero
+    again on return. Each part scores its range into its own heap; the heaps are merged by
+    (score desc, doc id asc), so results equal :func:`search_one`'s.
+    """
+    n_parts, part_len = acc.shape
+    nq = q_dims.shape[0]
+    part_ids = np.zeros((n_parts, k), dtype=out_ids.dtype)
+    part_scores = np.zeros((n_parts, k), dtype=np.float32)
+    counts = np.zeros(n_parts, dtype=np.int64)
+    for part in prange(n_parts):
+        lo = part * part_len
+        hi = lo + part_len
+        row = acc[part]
+        for j in range(nq):
+            t = q_dims[j]
+            p, e = offsets[t], offsets[t + 1]
+            if p == e:
+                continue
+            start = p + np.searchsorted(docs[p:e], np.uint32(lo)) if lo > 0 else p
+            stop = p + np.searchsorted(docs[p:e], np.uint32(hi)) if hi <= docs[e - 1] else e
+            w = np.float32(q_weights[j])
+            for i in range(start, stop):
+                row[docs[i] - lo] += w * np.float32(impacts[i])
+        counts[part] = _scan_chunk(row, part_len, lo, k, part_ids[part], part_scores[part], 0, True)
+    n = 0
+    for part in range(n_parts):  # merge: offer every part's survivors to one heap, in id order
+        for i in range(counts[part]):
+            n = heap_push(out_scores, out_ids, n, k, part_scores[part, i], part_ids[part, i])
+    heap_sort(out_scores, out_ids, n)
+    return n

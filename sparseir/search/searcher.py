@@ -13,7 +13,10 @@ import scipy.sparse as sp
 
 from ..encoders import SparseEncoder, load_encoder
 from ..index import SparseIndex
-from .kernels import search_batch, search_one
+from .kernels import search_batch, search_one, search_one_split
+
+#: Indexes at least this large split a single query across threads.
+SPLIT_MIN_DOCS = 1 << 18
 
 Query = str | Mapping[str, float] | sp.spmatrix
 
@@ -63,6 +66,7 @@ class Searcher:
         if encoder is not None:
             self._check_encoder(encoder)
         self._acc = np.zeros(self.index.n_docs, dtype=np.float32)
+        self._split_acc = np.zeros((0, 0), dtype=np.float32)
         self._term_ids: dict[str, int] | None = None
 
     @property
@@ -126,7 +130,16 @@ class Searcher:
         scores = np.zeros((n, k), dtype=np.float32)
         counts = np.zeros(n, dtype=np.int64)
         if n == 1:
-            counts[0] = search_one(ix.offsets, ix.docs, ix.impacts, q.indices, weights, self._acc, k, ids[0], scores[0])
+            with numba_threads(threads):
+                parts = numba.get_num_threads() if ix.n_docs >= SPLIT_MIN_DOCS else 1
+                if parts > 1:  # one query, several cores: split the document range
+                    if self._split_acc.shape[0] != parts:
+                        self._split_acc = np.zeros((parts, -(-ix.n_docs // parts)), dtype=np.float32)
+                    counts[0] = search_one_split(ix.offsets, ix.docs, ix.impacts, q.indices, weights,
+                                                 self._split_acc, k, ids[0], scores[0])
+                else:
+                    counts[0] = search_one(ix.offsets, ix.docs, ix.impacts, q.indices, weights, self._acc, k,
+                                           ids[0], scores[0])
         elif n:
             with numba_threads(threads):
                 blocks = min(n, 4 * numba.get_num_threads())
