@@ -5,10 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
-SCIFACT = SHARED / "data" / "beir" / "scifact"
-SPLADE = SHARED / "models" / "splade-tiny"
-MINILM = SHARED / "models" / "all-MiniLM-L6-v2"
+from conftest import SCIFACT
 
 
 def make_scifact_slice(dest: Path, n_queries: int = 20, n_docs: int = 200) -> Path:

@@ -48,3 +48,14 @@ def splade_tiny():
     from sparseir.encoders import MLMSparseEncoder
 
     return MLMSparseEncoder(str(SPLADE_TINY))
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models run faster (and steadier on a busy machine) on one thread."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bench_slice import MINILM, SCIFACT, SPLADE, make_scifact_slice
+from bench_slice import make_scifact_slice
+from conftest import MINILM, SPLADE_TINY as SPLADE
 from sparseir.bench.cache import Cache, dataset_fingerprint, digest, model_fingerprint
 from sparseir.bench.config import BenchConfig, ConfigError, SystemSpec, load_config, systems_from_flags
 from sparseir.bench.report import summary, to_markdown, write_reports
@@ -134,8 +135,6 @@ def test_reports_with_a_summary_over_datasets(tmp_path):
 @pytest.mark.slow
 def test_end_to_end_on_a_scifact_slice(tmp_path, monkeypatch):
     """Every system on 8 queries / 60 documents, each base system in its own process, Lucene really started."""
-    if not SCIFACT.is_dir():
-        pytest.skip("shared SciFact data missing")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     data = make_scifact_slice(tmp_path / "scifact-slice", n_queries=8, n_docs=60)
     config = tmp_path / "bench.toml"

@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 
 from sparseir.cli import main
-from sparseir.index import SparseIndex
 from conftest import SPLADE_TINY
 
 

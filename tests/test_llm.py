@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from sparseir.cli import main  # noqa: E402
-from sparseir.encoders import EncoderError, load_encoder  # noqa: E402
-from sparseir.encoders.llm import MODES, LLMSparseEncoder, find_gguf, naive_encode  # noqa: E402
-from sparseir.index import SparseIndex  # noqa: E402
-from sparseir.indexing import build_index  # noqa: E402
-from sparseir.search import Searcher  # noqa: E402
+from sparseir.cli import main
+from sparseir.encoders import EncoderError, load_encoder
+from sparseir.encoders.llm import MODES, LLMSparseEncoder, find_gguf, naive_encode
+from sparseir.index import SparseIndex
+from sparseir.indexing import build_index
+from sparseir.search import Searcher
+from conftest import SMOLLM
 
-GGUF_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "models" / "smollm2-135m-instruct-gguf"
+GGUF_DIR = SMOLLM
 DOCS = ["Bone density falls with age in women after menopause.",
         "The mitochondria is the powerhouse of the cell.",
         "Vaccines train the immune system to recognise a virus.",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -17,17 +16,10 @@ from sparseir.sae.model import SAEConfig, SparseAutoencoder
 from sparseir.sae.store import ActivationStore, StoreWriter
 from sparseir.sae.train import TrainConfig, train_sae
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-MINILM = Path(__file__).resolve().parents[1] / ".." / "shared" / "models" / "all-MiniLM-L6-v2"
+from conftest import MINILM
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run faster (and steadier on a busy machine) on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def synthetic_store(path: Path, d: int, n_atoms: int, n: int, s: int, seed: int = 0, meta: dict | None = None):
@@ -157,7 +149,6 @@ def test_finalize_writes_labels_and_diagnostics(tmp_path):
     assert torch.allclose(loaded.encode(x), model.encode(x), atol=1e-6)
 
 
-@pytest.mark.skipif(not MINILM.is_dir(), reason="needs ../shared/models/all-MiniLM-L6-v2")
 def test_encoder_round_trip(tmp_path):
     from sparseir.encoders import load_encoder
     from sparseir.encoders.sae import SAESparseEncoder

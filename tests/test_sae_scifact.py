@@ -3,31 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 import pytest
-import torch
 
 from sparseir.cli import main
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
-MINILM = SHARED / "models" / "all-MiniLM-L6-v2"
-SCIFACT = SHARED / "data" / "beir" / "scifact"
+from conftest import MINILM, SCIFACT
 LABEL = re.compile(r"^f\d+:\S+$")
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run faster (and steadier on a busy machine) on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-pytestmark = pytest.mark.skipif(not (MINILM.is_dir() and SCIFACT.is_dir()), reason="needs ../shared MiniLM and SciFact")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from sparseir.baselines._fs import atomic_dir, dir_bytes
+from sparseir._fs import atomic_dir, dir_bytes
 from sparseir.java import init_java
 
 Run = dict[str, dict[str, float]]

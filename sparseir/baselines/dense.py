@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sparseir.baselines._fs import atomic_dir
+from sparseir._fs import atomic_dir
 
 Run = dict[str, dict[str, float]]
 

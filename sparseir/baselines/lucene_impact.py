@@ -21,7 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
-from sparseir.baselines._fs import atomic_dir, dir_bytes
+from sparseir._fs import atomic_dir, dir_bytes
 from sparseir.java import init_java
 
 Run = dict[str, dict[str, float]]

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sparseir.baselines._fs import atomic_dir
+from sparseir._fs import atomic_dir
 
 __all__ = ["Cache", "digest", "file_digest", "dataset_fingerprint", "model_fingerprint", "write_json", "read_json"]
 

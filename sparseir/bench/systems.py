@@ -22,7 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from sparseir import fusion
-from sparseir.baselines._fs import dir_bytes
+from sparseir._fs import dir_bytes
 from sparseir.bench.cache import Cache, digest, read_json, write_json
 from sparseir.bench.config import SystemSpec
 from sparseir.corpus import load_corpus, load_qrels, load_queries

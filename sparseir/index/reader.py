@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from .format import ARRAYS, FORMAT_NAME, FORMAT_VERSION, MANIFEST, IndexFormatError, StringTable, sha256_file
+from .._fs import dir_bytes
+from .format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, IndexFormatError, StringTable, sha256_file
 
 #: expected dtype and length (as a function of the manifest) of every array.
 _SPEC = {
@@ -94,7 +95,7 @@ class SparseIndex:
     @property
     def nbytes(self) -> int:
         """Bytes on disk of all arrays and the manifest."""
-        return sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
+        return dir_bytes(self.path)
 
     def to_csr(self) -> sp.csr_matrix:
         """The stored document vectors as a ``[n_docs, n_dims]`` CSR matrix of (de)quantised weights."""

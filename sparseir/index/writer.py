@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from .._fs import publish_dir
 from .format import (ARRAYS, FORMAT_NAME, FORMAT_VERSION, MANIFEST, QUANTIZATIONS, UINT8_LEVELS,
                      IndexFormatError, encode_strings, sha256_file)
 from .kernels import scatter_postings
@@ -89,13 +90,7 @@ class IndexWriter:
         except BaseException:
             self.abort()
             raise
-        if self.out.exists():  # overwrite: swap, then remove the old index
-            trash = self.out.with_name(f".{self.out.name}.old-{os.getpid()}")
-            os.replace(self.out, trash)
-            os.replace(self.tmp, self.out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(self.tmp, self.out)
+        publish_dir(self.tmp, self.out)
         return self.out
 
     def _finish(self, extra: dict[str, Any]) -> None:

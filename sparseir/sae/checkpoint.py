@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from sparseir.sae.model import SAEConfig, SparseAutoencoder
-from sparseir.sae.store import replace_dir
+from sparseir._fs import publish_dir
 
 FORMAT = "sparseir-sae"
 CONFIG = "sae_config.json"
@@ -47,7 +47,7 @@ def save_sae(
         (tmp / name).write_text(json.dumps(obj, indent=1, ensure_ascii=False))
     for name, data in (extra_bytes or {}).items():
         (tmp / name).write_bytes(data)
-    replace_dir(tmp, path)
+    publish_dir(tmp, path)
     return path
 
 

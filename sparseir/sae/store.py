@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sparseir._fs import publish_dir
+
 META = "meta.json"
 ACTS = "activations.npy"
 TEXTS = "texts.jsonl"
@@ -154,19 +156,6 @@ class ActivationStore:
         return mean.astype(np.float32), float(np.sqrt(max(var, 1e-12)))
 
 
-def replace_dir(tmp: Path, final: Path) -> None:
-    """Move a fully written temporary directory onto ``final`` (replacing it)."""
-    final = Path(final)
-    old = None
-    if final.exists():
-        old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.old."))
-        os.replace(final, old / "d")
-    os.chmod(tmp, 0o755)
-    os.replace(tmp, final)
-    if old is not None:
-        shutil.rmtree(old)
-
-
 class StoreWriter:
     """Write an activation store into a temporary directory, published on success.
 
@@ -209,4 +198,4 @@ class StoreWriter:
             for rec in self.texts:
                 f.write(json.dumps(rec, ensure_ascii=False) + "\n")
         (self.tmp / META).write_text(json.dumps(self.meta, indent=1))
-        replace_dir(self.tmp, self.path)
+        publish_dir(self.tmp, self.path)

@@ -1,4 +1,4 @@
-"""Atomic creation of output folders."""
+"""Atomic publication of output directories, shared by every writer in the package."""
 
 from __future__ import annotations
 
@@ -10,6 +10,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def publish_dir(tmp: Path, final: Path) -> None:
+    """Move a fully written ``tmp`` directory onto ``final``, replacing any old one by rename.
+
+    ``final`` always names either the old or the new complete directory, never a partial one.
+    """
+    final = Path(final)
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private
+    if not final.exists():
+        os.replace(tmp, final)
+        return
+    old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.old."))
+    os.replace(final, old / "d")
+    os.replace(tmp, final)
+    shutil.rmtree(old)
+
+
 @contextlib.contextmanager
 def atomic_dir(out: str | Path) -> Iterator[Path]:
     """Yield a fresh temporary folder next to ``out``; on success it replaces ``out``.
@@ -18,16 +34,13 @@ def atomic_dir(out: str | Path) -> Iterator[Path]:
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    tmp.chmod(0o755)  # mkdtemp makes it private
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    publish_dir(tmp, out)
 
 
 def dir_bytes(path: str | Path) -> int:
