@@ -156,14 +156,28 @@ def test_max_active_dims():
     assert enc.encode_document(DOCS).getnnz(axis=1).max() <= 20
 
 
-@pytest.mark.parametrize("mode", ["echo", "plain"])
+@pytest.mark.parametrize("mode", [None, "echo", "plain"])
 def test_fox_experiment(mode):
-    """The seeds' check, with log-probability scores (raw logits fail it: every cosine is ~0.997,
-    and so does prompt mode, whose few input words make "The"/"the" weigh as much as "fox")."""
+    """The seeds' check, with each mode's default score (prompt: PMI against the prompt's prior; echo,
+    plain: log-probability; raw logits fail it, every cosine is ~0.997). ``None`` is the default mode."""
     enc = LLMSparseEncoder(GGUF_DIR, mode=mode)
     vecs = enc.encode_document([FOX] + OTHERS).toarray()
     paraphrase, whale, car = (_cos(vecs[0], v) for v in vecs[1:])
     assert paraphrase > whale and paraphrase > car, (paraphrase, whale, car)
+
+
+def test_prompt_default_keeps_content_words_on_top():
+    """PMI cancels what the prompt predicts for any text ("The", "the"); the word-start mask drops
+    pieces that start no word ("##j", "##sw"). Without them, prompt mode fails the fox check."""
+    enc = LLMSparseEncoder(GGUF_DIR)
+    assert (enc.mode, enc.score, enc.word_start) == ("prompt", "pmi", True)
+    top = [t for t, _ in enc.decode(enc.encode_document([FOX]).toarray()[0], top_k=5)]
+    assert not any(t.startswith("##") for t in top) and not {"the", "The", "over"} & set(top), top
+    assert {"fox", "swift", "lazy"} <= set(top), top
+    old = LLMSparseEncoder(GGUF_DIR, score="logprob", word_start=False)
+    vecs = old.encode_document([FOX] + OTHERS).toarray()
+    assert _cos(vecs[0], vecs[1]) < _cos(vecs[0], vecs[2])  # the failure this default fixes
+    assert old.decode(old.encode_document([FOX]).toarray()[0], top_k=1)[0][0] == "##The"
 
 
 def test_index_search_and_cli(tmp_path, encoders, capsys):
