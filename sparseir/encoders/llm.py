@@ -251,13 +251,19 @@ def read_adapter(adapter: str | Path) -> dict[str, Any]:
     return meta
 
 
-def apply_adapter(model: PreTrainedModel, adapter: str | Path, base_fingerprint: str) -> PreTrainedModel:
-    """``model`` with the LoRA adapter merged in, after checking it was made for these base weights."""
+def check_adapter(adapter: str | Path, base_fingerprint: str) -> dict[str, Any]:
+    """:func:`read_adapter`, and an error unless the adapter was made for weights with ``base_fingerprint``."""
     meta = read_adapter(adapter)
     if meta["base_fingerprint"] != base_fingerprint:
         raise EncoderError(f"adapter {adapter} was made for another base model (fingerprint "
                            f"{meta['base_fingerprint']}, model {meta.get('base_model')!r}); this base model's "
                            f"fingerprint is {base_fingerprint}")
+    return meta
+
+
+def apply_adapter(model: PreTrainedModel, adapter: str | Path, base_fingerprint: str) -> PreTrainedModel:
+    """``model`` with the LoRA adapter merged in, after checking it was made for these base weights."""
+    check_adapter(adapter, base_fingerprint)
     from peft import PeftModel
     from safetensors import SafetensorError
 

@@ -43,14 +43,17 @@ def load_checkpoint(out: str | Path, config: dict[str, Any]) -> tuple[dict[str, 
         return None
     try:
         state = json.loads((folder / STATE).read_text(encoding="utf-8"))
-        tensors = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
-    except (OSError, ValueError, RuntimeError) as e:
+    except (OSError, ValueError) as e:
         raise TrainError(f"checkpoint {folder} is unreadable ({type(e).__name__}: {e}); delete it to start over") from e
     if state.get("config") != config:
-        diff = sorted(k for k in set(config) | set(state.get("config", {}))
-                      if config.get(k) != state.get("config", {}).get(k))
+        diff = sorted(k for k in set(config) | set(state.get("config") or {})
+                      if config.get(k) != (state.get("config") or {}).get(k))
         raise TrainError(f"checkpoint {folder} was made with other settings ({', '.join(diff)}); "
                          "delete it or pass --restart to start over")
+    try:
+        tensors = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
+    except (OSError, ValueError, RuntimeError, EOFError) as e:
+        raise TrainError(f"checkpoint {folder} is unreadable ({type(e).__name__}: {e}); delete it to start over") from e
     return tensors, state
 
 

@@ -131,22 +131,20 @@ class LLMBackbone(Backbone):
         from peft import LoraConfig, PeftModel, get_peft_model
 
         from ..encoders.base import module_fingerprint
-        from ..encoders.llm import LLMSparseEncoder, find_gguf, lm_head, load_causal_lm, read_adapter, to_device
+        from ..encoders.llm import LLMSparseEncoder, check_adapter, find_gguf, lm_head, load_causal_lm, to_device
         from ..encoders.mlm import resolve_model_path
+        from .mntp import LORA_TARGETS
 
         path, gguf_file = find_gguf(resolve_model_path(path), None)
         tokenizer, model = load_causal_lm(path, gguf_file)
         fingerprint = module_fingerprint(model)
         if adapter is not None:
-            meta = read_adapter(adapter)
-            if meta["base_fingerprint"] != fingerprint:
-                raise TrainError(f"adapter {adapter} was made for another base model ({meta.get('base_model')!r}, "
-                                 f"fingerprint {meta['base_fingerprint']}; this one's is {fingerprint})")
+            check_adapter(adapter, fingerprint)
             model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
         else:
-            targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
             model = get_peft_model(model, LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
-                                                     lora_dropout=config.lora_dropout, target_modules=targets))
+                                                     lora_dropout=config.lora_dropout,
+                                                     target_modules=list(LORA_TARGETS)))
         # The input builder (templates, shifted pool positions, vocabulary masks) of the frozen base encoder.
         self.spec = LLMSparseEncoder(path, gguf_file=gguf_file, attention=attention, mode=mode, device="cpu",
                                      max_length=config.max_length, query_max_length=config.query_max_length)
