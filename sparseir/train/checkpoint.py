@@ -57,6 +57,18 @@ def load_checkpoint(out: str | Path, config: dict[str, Any]) -> tuple[dict[str, 
     return tensors, state
 
 
+def warmup_linear_decay(optimizer: torch.optim.Optimizer, steps: int, warmup: float,
+                        step: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``warmup`` of the run, then linear decay to 0, positioned at ``step`` (a resumed
+    run's optimizer state already holds each group's ``initial_lr``)."""
+    warm = max(1, int(warmup * steps))
+
+    def factor(s: int) -> float:
+        return min(1.0, (s + 1) / warm) * max(0.0, 1 - max(0, s - warm) / max(1, steps - warm))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor, last_epoch=step - 1)
+
+
 def remove_checkpoint(out: str | Path) -> None:
     shutil.rmtree(checkpoint_path(out), ignore_errors=True)
 

@@ -23,12 +23,13 @@ import torch
 from tqdm.auto import tqdm
 
 from .._fs import atomic_dir
+from ..timing import peak_rss_bytes
 from ..encoders.base import module_fingerprint
 from ..encoders.llm import ADAPTER_META, find_gguf, hidden_states, lm_head, load_causal_lm, to_device
 from ..encoders.mlm import resolve_model_path
 from ..errors import UsageError
 from . import TrainError
-from .checkpoint import load_checkpoint, plot_losses, remove_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, plot_losses, remove_checkpoint, save_checkpoint, warmup_linear_decay
 
 #: LLM2Vec's LoRA targets for Llama/Mistral-style blocks.
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -120,11 +121,6 @@ def mntp_loss(model, head, input_ids: torch.Tensor, attention: torch.Tensor, tar
     return torch.nn.functional.cross_entropy(logits.float(), targets)
 
 
-def _lr_lambda(config: MNTPConfig):
-    warm = max(1, int(config.warmup * config.steps))
-    return lambda s: min(1.0, (s + 1) / warm) * max(0.0, 1 - max(0, s - warm) / max(1, config.steps - warm))
-
-
 def adapt(model_name_or_path: str, texts: list[str], out: str | Path, config: MNTPConfig | None = None, *,
           gguf_file: str | None = None, device: str | None = None, restart: bool = False,
           show_progress_bar: bool = True) -> dict[str, Any]:
@@ -156,7 +152,6 @@ def adapt(model_name_or_path: str, texts: list[str], out: str | Path, config: MN
     head = lm_head(base)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
     run_config = {**asdict(config), "model": path, "gguf_file": gguf_file, "base_fingerprint": base_fingerprint,
                   "n_texts": len(rows)}
     if restart:
@@ -168,8 +163,7 @@ def adapt(model_name_or_path: str, texts: list[str], out: str | Path, config: MN
         set_peft_model_state_dict(model, tensors["trainable"])
         optimizer.load_state_dict(tensors["optimizer"])
         step, losses, elapsed = state["step"], state["losses"], state["seconds"]
-        for _ in range(step):
-            scheduler.step()
+    scheduler = warmup_linear_decay(optimizer, config.steps, config.warmup, step)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else start[0]
     mask_id = mask_token_id(tokenizer)
     vocab = base.config.vocab_size
@@ -185,7 +179,7 @@ def adapt(model_name_or_path: str, texts: list[str], out: str | Path, config: MN
             optimizer.step()
             scheduler.step()
             step += 1
-            losses.append(round(float(loss), 5))
+            losses.append(round(loss.item(), 5))
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
             if step % config.checkpoint_every == 0 and step < config.steps:
@@ -197,7 +191,8 @@ def adapt(model_name_or_path: str, texts: list[str], out: str | Path, config: MN
             "base_fingerprint": base_fingerprint, "config": asdict(config), "targets": targets,
             "mask_token_id": mask_id, "n_texts": len(rows), "steps": step, "seconds": round(seconds, 2),
             "steps_per_second": round(step / seconds, 4) if seconds > 0 else None, "device": str(device),
-            "peak_memory_bytes": torch.cuda.max_memory_allocated() if str(device).startswith("cuda") else None,
+            "peak_memory_bytes": (torch.cuda.max_memory_allocated() if str(device).startswith("cuda")
+                                  else peak_rss_bytes()),
             "loss_first": losses[0], "loss_last": losses[-1],
             "loss_last_10_mean": round(sum(losses[-10:]) / len(losses[-10:]), 5)}
     with atomic_dir(out) as tmp:

@@ -29,9 +29,10 @@ import torch
 from tqdm.auto import tqdm
 
 from .._fs import atomic_dir
+from ..timing import peak_rss_bytes
 from ..errors import UsageError
 from . import TrainError
-from .checkpoint import load_checkpoint, plot_losses, remove_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, plot_losses, remove_checkpoint, save_checkpoint, warmup_linear_decay
 from .data import Pair
 
 TRAIN_META = "sparseir_train.json"
@@ -75,6 +76,7 @@ class Backbone:
     """A trainable encoder: ``encode(texts, is_query) -> [batch, vocab]`` with gradients, and its state."""
 
     model: torch.nn.Module
+    device: str
     encode: Callable[[list[str], bool], torch.Tensor]
     info: dict[str, Any]
 
@@ -216,8 +218,8 @@ def splade_loss(q: torch.Tensor, d: torch.Tensor, false_negative: torch.Tensor, 
     flops_q = (q.mean(0) ** 2).sum()
     flops_d = (d.mean(0) ** 2).sum()
     loss = rank + reg_scale * (config.query_flops * flops_q + config.doc_flops * flops_d)
-    parts = {"loss": float(loss), "rank": float(rank), "flops_q": float(flops_q), "flops_d": float(flops_d),
-             "nnz_q": float((q > 0).sum(1).float().mean()), "nnz_d": float((d > 0).sum(1).float().mean())}
+    parts = {"loss": loss.item(), "rank": rank.item(), "flops_q": flops_q.item(), "flops_d": flops_d.item(),
+             "nnz_q": (q > 0).sum(1).float().mean().item(), "nnz_d": (d > 0).sum(1).float().mean().item()}
     return loss, parts
 
 
@@ -234,9 +236,6 @@ def train(backbone: Backbone, pairs: list[Pair], corpus: dict[str, str], out: st
         positives.setdefault(p.qid, set()).add(p.doc_id)
     params = [p for p in backbone.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.01)
-    warm = max(1, int(config.warmup * config.steps))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warm) * max(0.0, 1 - max(0, s - warm) / max(1, config.steps - warm)))
     run_config = {**asdict(config), **{k: v for k, v in backbone.info.items() if k != "init_adapter"},
                   "n_pairs": len(pairs)}
     if restart:
@@ -248,8 +247,7 @@ def train(backbone: Backbone, pairs: list[Pair], corpus: dict[str, str], out: st
         backbone.load_trainable(tensors["trainable"])
         optimizer.load_state_dict(tensors["optimizer"])
         step, history, elapsed = state["step"], state["history"], state["seconds"]
-        for _ in range(step):
-            scheduler.step()
+    scheduler = warmup_linear_decay(optimizer, config.steps, config.warmup, step)
     backbone.model.train()
     t0 = time.perf_counter() - elapsed
     ramp = max(1, int(config.reg_warmup * config.steps))
@@ -279,6 +277,8 @@ def train(backbone: Backbone, pairs: list[Pair], corpus: dict[str, str], out: st
     meta = {"objective": "splade", **backbone.info, "config": asdict(config), "n_pairs": len(pairs),
             "n_queries": len(positives), "steps": step, "seconds": round(seconds, 2),
             "steps_per_second": round(step / seconds, 4) if seconds > 0 else None,
+            "peak_memory_bytes": (torch.cuda.max_memory_allocated() if str(backbone.device).startswith("cuda")
+                                  else peak_rss_bytes()),
             "loss_first": history[0]["loss"], "loss_last": history[-1]["loss"]}
     with atomic_dir(out) as tmp:
         backbone.publish(tmp)
