@@ -71,10 +71,10 @@ def test_mlm_training_resumes_after_a_crash_and_loads(data, tmp_path, monkeypatc
     config = SpladeConfig(**TINY)
     real = splade_module.make_step_batch
 
-    def crash_at_step_3(pairs, step, *args):
+    def crash_at_step_3(by_query, step, *args):
         if step == 3:
             raise KeyboardInterrupt("killed")
-        return real(pairs, step, *args)
+        return real(by_query, step, *args)
 
     monkeypatch.setattr(splade_module, "make_step_batch", crash_at_step_3)
     with pytest.raises(KeyboardInterrupt):

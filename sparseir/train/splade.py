@@ -190,14 +190,12 @@ class LLMBackbone(Backbone):
         (folder / ADAPTER_META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
 
-def make_step_batch(pairs: list[Pair], step: int, config: SpladeConfig,
+def make_step_batch(by_query: dict[str, list[Pair]], step: int, config: SpladeConfig,
                     negatives: dict[str, list[str]] | None) -> tuple[list[Pair], list[str]]:
-    """``batch_size`` pairs with distinct queries, and one hard negative id per query (or none), drawn
-    from ``seed`` and ``step`` only, so a resumed run sees the same batches."""
+    """``batch_size`` pairs with distinct queries (``by_query``: the pairs grouped by query id), and one hard
+    negative id per query (or none), drawn from ``seed`` and ``step`` only, so a resumed run sees the same
+    batches."""
     g = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-    by_query: dict[str, list[Pair]] = {}
-    for p in pairs:
-        by_query.setdefault(p.qid, []).append(p)
     qids = sorted(by_query)
     chosen = torch.randperm(len(qids), generator=g)[: config.batch_size].tolist()
     batch = [by_query[qids[i]][int(torch.randint(len(by_query[qids[i]]), (1,), generator=g))] for i in chosen]
@@ -229,11 +227,12 @@ def train(backbone: Backbone, pairs: list[Pair], corpus: dict[str, str], out: st
     """Train ``backbone`` on ``pairs`` and publish it at ``out`` (atomically); returns the run's metadata."""
     config = config or SpladeConfig()
     config.validate()
-    if len({p.qid for p in pairs}) < 2:
-        raise TrainError("training needs pairs of at least 2 distinct queries (in-batch negatives)")
-    positives: dict[str, set[str]] = {}
+    by_query: dict[str, list[Pair]] = {}
     for p in pairs:
-        positives.setdefault(p.qid, set()).add(p.doc_id)
+        by_query.setdefault(p.qid, []).append(p)
+    if len(by_query) < 2:
+        raise TrainError("training needs pairs of at least 2 distinct queries (in-batch negatives)")
+    positives = {q: {p.doc_id for p in ps} for q, ps in by_query.items()}
     params = [p for p in backbone.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.01)
     run_config = {**asdict(config), **{k: v for k, v in backbone.info.items() if k != "init_adapter"},
@@ -253,7 +252,7 @@ def train(backbone: Backbone, pairs: list[Pair], corpus: dict[str, str], out: st
     ramp = max(1, int(config.reg_warmup * config.steps))
     with tqdm(total=config.steps, initial=step, desc="SPLADE", unit="step", disable=not show_progress_bar) as bar:
         while step < config.steps:
-            batch, hard = make_step_batch(pairs, step, config, negatives)
+            batch, hard = make_step_batch(by_query, step, config, negatives)
             doc_ids = [p.doc_id for p in batch] + hard
             q = backbone.encode([p.query for p in batch], True)
             d = backbone.encode([p.doc for p in batch] + [corpus[h] for h in hard], False)
