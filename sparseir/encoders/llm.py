@@ -296,9 +296,9 @@ class LLMSparseEncoder(SparseEncoder):
     tokens; ``word_start`` also zeroes word pieces that start no word. ``score`` is ``"logits"``,
     ``"logprob"`` or ``"pmi"`` (see the module docstring; default ``pmi`` for ``prompt``, whose single
     position has one well-defined prior, else ``logprob``: a prior taken at the text's start is the
-    wrong prior for its later positions and leaves plain/echo vectors dense). ``restrict_to_input`` keeps only the ids of
-    the text's own words (default: on for ``prompt``, off otherwise). ``max_length`` bounds each copy
-    of the text.
+    wrong prior for its later positions and leaves plain/echo vectors dense). ``restrict_to_input``
+    keeps only the ids of the text's own words (default: on for ``prompt``, off otherwise).
+    ``max_length`` bounds each copy of the text.
     """
 
     name = "llm"
