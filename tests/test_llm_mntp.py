@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from sparseir.cli import main
-from sparseir.encoders import EncoderError
+from sparseir.encoders import EncoderError, load_encoder
 from sparseir.encoders.llm import ADAPTER_META, LLMSparseEncoder
+from sparseir.indexing import build_index
 from sparseir.train import TrainError
 from sparseir.train.checkpoint import checkpoint_path, load_checkpoint
 from sparseir.train.mntp import MNTPConfig, adapt, make_batch
@@ -57,6 +58,16 @@ def test_encoder_loads_the_adapter(adapter):
     assert a.shape == b.shape and abs(a - b).max() > 0
     base_again = LLMSparseEncoder(SMOLLM, attention="bidirectional", max_length=24)
     assert base_again.fingerprint == base.fingerprint  # the shared base weights were not touched
+
+
+def test_index_manifest_records_the_adapter(adapter, tmp_path):
+    out, _ = adapter
+    enc = LLMSparseEncoder(SMOLLM, adapter=str(out), max_length=24)
+    index = build_index([(f"d{i}", t) for i, t in enumerate(TEXTS)], enc, tmp_path / "idx", show_progress_bar=False)
+    recorded = index.manifest["encoder"]
+    assert recorded["config"]["adapter"] == str(out.resolve()) and recorded["fingerprint"] == enc.fingerprint
+    rebuilt = load_encoder(recorded["config"])  # what a Searcher does with the manifest
+    assert rebuilt.fingerprint == enc.fingerprint and rebuilt.attention == "bidirectional"
 
 
 def test_batches_are_a_function_of_seed_and_step():
