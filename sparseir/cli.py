@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 #: Modules that add their own subcommands through ``register(subparsers)``.
-COMMAND_MODULES: tuple[str, ...] = ("sparseir.bench.cli", "sparseir.sae.cli")
+COMMAND_MODULES: tuple[str, ...] = ("sparseir.bench.cli", "sparseir.sae.cli", "sparseir.serve.cli")
 
 
 def _encoder_kwargs(args: argparse.Namespace) -> dict[str, Any]:
