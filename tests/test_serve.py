@@ -5,9 +5,16 @@ Every request loop here is bounded in count (and each request by a timeout) and 
 
 from __future__ import annotations
 
+import html as html_lib
 import json
+import os
+import re
+import shutil
 import signal
+import subprocess
 import threading
+from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -20,7 +27,10 @@ from sparseir.search import ApproxParams, ApproxSearcher, Searcher
 from sparseir.serve.models import MAX_K, MAX_QUERIES
 from sparseir.serve.process import ServerProcess
 
+from serve_browser import chromium, needs_chromium
+
 API_KEY = "test-key-123"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -234,10 +244,45 @@ def test_cli_rejects_bad_options(tmp_path, index_dir, capsys):
 
 
 def test_cli_module_imports_nothing_heavy():
-    import subprocess
     import sys
 
     code = ("import sys, sparseir.serve.cli; heavy = {'fastapi', 'uvicorn', 'torch', 'numba', 'httpx'} & "
             "set(sys.modules); print(sorted(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]"
+
+
+# --- the search page in a real browser (headless Chromium from Debian's package) ----------------------
+PAGE_QUERY = "vitamin D and bone fractures"
+
+
+@needs_chromium
+def test_search_page_renders_results_and_charts(server, client):
+    url = f"{server.url}/?q={quote(PAGE_QUERY)}&k=5"
+    dom = chromium("--dump-dom", url).stdout
+    assert 'data-ready="1"' in dom, dom[-2000:]
+    expected = client.search_raw(PAGE_QUERY, k=5, explain=True, explain_terms=12)["hits"]
+    items = re.findall(r'<li class="hit" data-doc-id="([^"]+)">(.*?)</li>', dom, flags=re.S)
+    assert [doc_id for doc_id, _ in items] == [h["doc_id"] for h in expected]
+    for (_, html), hit in zip(items, expected):
+        assert f"{hit['score']:.4f}" in html
+        terms = re.findall(r'<span class="bar-term">([^<]*)</span>', html)
+        assert terms == [html_lib.escape(c["term"], quote=False) for c in hit["explain"]]
+        assert len(re.findall(r'class="bar" style="display:block;width:', html)) == len(terms)
+
+
+@needs_chromium
+def test_search_page_screenshot(server, tmp_path):
+    """A real screenshot: the right size, with the bar chart's colour in it (not a blank page)."""
+    from PIL import Image
+
+    shot = tmp_path / "search-page.png"
+    chromium("--window-size=1280,1200", f"--screenshot={shot}", f"{server.url}/?q={quote(PAGE_QUERY)}&k=5")
+    image = Image.open(shot).convert("RGB")
+    assert image.size == (1280, 1200)
+    colours = image.getcolors(maxcolors=1 << 20)
+    assert len(colours) > 50
+    bar = (0x60, 0xA5, 0xFA)
+    assert sum(n for n, c in colours if c == bar) > 1000, "no bar chart drawn"
+    if os.environ.get("SPARSEIR_UPDATE_SCREENSHOT"):
+        shutil.copy(shot, ROOT / "docs" / "search-page.png")

@@ -88,7 +88,7 @@ class DocumentIn(Strict):
 
 class AddRequest(Strict):
     documents: Annotated[list[DocumentIn], Field(min_length=1, max_length=MAX_DOCS)]
-    upsert: bool = Field(False, description="replace documents whose id exists (else an existing id is a 409)")
+    upsert: bool = Field(False, description="replace documents whose id exists (else an existing id is a 400)")
     commit: bool = Field(True, description="commit before answering (durable on success); false: call /commit")
 
     @model_validator(mode="after")

@@ -47,7 +47,7 @@ function hitItem(hit) {
   const left = el("div", {},
     el("div", { class: "hit-head" }, el("span", { class: "rank" }, `${hit.rank}.`), title,
        el("span", { class: "score" }, hit.score.toFixed(4))),
-    el("div", { class: "docid" }, hit.doc_id),
+    doc.title ? el("div", { class: "docid" }, hit.doc_id) : "",
     el("p", { class: "snippet" }, text.length > SNIPPET ? text.slice(0, SNIPPET) + "…" : text));
   return el("li", { class: "hit", "data-doc-id": hit.doc_id }, left, chart(hit.explain || []));
 }
