@@ -25,8 +25,15 @@ from serve_browser import CHROMIUM, chromium, needs_chromium
 pytestmark = pytest.mark.skipif(not LIVE, reason="needs the live index (issue 9: IndexWriter add/delete/commit, "
                                 "Searcher.refresh/doc) on this branch")
 
-NEW = Document("new-1", "Quokkas and xylophones in the zebra enclosure of a marsupial zoo",
-               "Quokka zoo", {"year": 2026})
+
+class NEW:  # the document added in these tests (a Document is built per test: it needs issue 10's fields)
+    id = "new-1"
+    text = "Quokkas and xylophones in the zebra enclosure of a marsupial zoo"
+    title = "Quokka zoo"
+
+    @classmethod
+    def doc(cls, title: str | None = None) -> Document:
+        return Document(cls.id, cls.text, title or cls.title, {"year": 2026})
 
 
 @pytest.fixture(scope="module")
@@ -58,14 +65,14 @@ def _ids(hits) -> list[str]:
 def test_add_search_get_update_delete(writable):
     with Client(writable.url) as c:
         assert NEW.id not in _ids(c.search(NEW.text, k=10))
-        assert c.add([NEW]) == 1
+        assert c.add([NEW.doc()]) == 1
         assert _ids(c.search(NEW.text, k=10))[0] == NEW.id
         doc = c.doc(NEW.id)
         assert doc["title"] == NEW.title and doc["text"] == NEW.text and doc["year"] == 2026
         with pytest.raises(ServerError) as e:  # the id exists: a plain add is refused
-            c.add([NEW])
+            c.add([NEW.doc()])
         assert e.value.status == 400 and "already in the index" in str(e.value)
-        c.update([Document(NEW.id, NEW.text, "Renamed")])
+        c.update([NEW.doc("Renamed")])
         assert c.doc(NEW.id)["title"] == "Renamed"
         hit = c.search_raw(NEW.text, k=1, fields=["title", "year"])["hits"][0]
         assert hit["doc"] == {"title": "Renamed"}
@@ -88,7 +95,7 @@ def test_add_with_vectors(writable):
 def test_commit_false_is_visible_after_commit(writable):
     with Client(writable.url) as c:
         generation = c.health()["generation"]
-        c.add([NEW], commit=False)
+        c.add([NEW.doc()], commit=False)
         time.sleep(0.5)  # a refresh finds no new commit
         assert NEW.id not in _ids(c.search(NEW.text, k=10))
         assert c.commit() > generation
@@ -101,7 +108,7 @@ def test_server_sees_commits_of_another_writer(index_copy):
     with ServerProcess(index_copy, "--read-only", "--refresh-seconds", "0.2") as server, Client(server.url) as c:
         assert httpx.post(f"{server.url}/commit", timeout=30).status_code == 403
         with IndexWriter(index_copy) as w:
-            w.add([NEW])
+            w.add([NEW.doc()])
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and NEW.id not in _ids(c.search(NEW.text, k=3)):
             time.sleep(0.2)
@@ -176,7 +183,7 @@ def test_kill_9_during_adds_keeps_every_acknowledged_document(index_copy):
 def test_search_page_shows_titles_and_the_document_view(writable):
     assert CHROMIUM
     with Client(writable.url) as c:
-        c.add([NEW])
+        c.add([NEW.doc()])
     dom = chromium("--dump-dom", f"{writable.url}/?q={quote(NEW.text)}&k=3&doc={quote(NEW.id)}").stdout
     assert 'data-ready="1"' in dom
     first = re.search(r'<li class="hit" data-doc-id="([^"]+)">(.*?)</li>', dom, flags=re.S)
