@@ -163,7 +163,7 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     @app.exception_handler(SparseirError)
     async def _user_error(request: Request, exc: SparseirError) -> JSONResponse:
-        return _error(400, str(exc))
+        return _error(404 if isinstance(exc, KeyError) else 400, str(exc))
 
     # --- helpers --------------------------------------------------------------------------------
     def engine() -> Engine:
@@ -197,7 +197,7 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     @app.get("/stats", summary="index statistics, commit generation, request counters, latency percentiles")
     async def stats() -> dict:
-        return {**engine().stats(), "uptime_s": round(time.time() - state["started"], 3),
+        return {**await run("pool", engine().stats), "uptime_s": round(time.time() - state["started"], 3),
                 "requests": metrics.snapshot(), "encode_batching": state["batcher"].stats()}
 
     @app.post("/search", summary="one query or a batch, exact or approximate, with explanations and stored fields")

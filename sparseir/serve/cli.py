@@ -50,9 +50,9 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
 
 def cmd_serve(args: argparse.Namespace) -> None:
     config = config_from_args(args)
-    from ..index import SparseIndex
+    from ..search import Searcher
 
-    SparseIndex.load(config.index, verify=False)  # a bad path fails here, with exit 2, not in a worker
+    Searcher(config.index)  # a bad index fails here, with exit 2, not in a worker
     import uvicorn
 
     os.environ[CONFIG_ENV] = config.to_env()

@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import SparseirError, UsageError
-from ..search import ApproxIndex, ApproxParams, ApproxSearcher, Contribution, Hit, Searcher
+from ..search import ApproxParams, ApproxSearcher, Contribution, Hit, Searcher
 
 #: The live index (issue 9) adds ``Searcher.refresh``/``doc``/``generation`` and ``IndexWriter``
 #: add/delete/commit; until it is on main the engine serves a static index read-only.
@@ -34,13 +34,15 @@ class ReadOnlyError(SparseirError):
 class _Pool:
     """Searchers over one index state (one commit), lent one per running request."""
 
-    def __init__(self, index: Any, encoder: Any, generation: int, size: int) -> None:
+    def __init__(self, index: Any, encoder: Any, generation: int, size: int,
+                 approx: ApproxSearcher | None = None) -> None:
         self.index, self.encoder, self.generation = index, encoder, generation
         self._idle: queue.SimpleQueue[Searcher] = queue.SimpleQueue()
         for _ in range(size):
             self._idle.put(Searcher(index, encoder))
-        self.approx: ApproxIndex | None = None
-        self._approx_lock = threading.Lock()
+        self.approx = approx  # built on the first approximate query; never searched with itself
+        self._lock = threading.Lock()
+        self._stats: dict[str, Any] | None = None
 
     @contextmanager
     def searcher(self) -> Iterator[Searcher]:
@@ -51,12 +53,18 @@ class _Pool:
             self._idle.put(s)
 
     def approx_searcher(self, knobs: Mapping[str, Any]) -> ApproxSearcher:
-        """A searcher with these per-query knobs over approximate structures built once per commit."""
-        params = ApproxParams(**knobs)
-        with self._approx_lock:
+        """A searcher with these per-query knobs over approximate structures built once per index state."""
+        with self._lock:
             if self.approx is None:
-                self.approx = ApproxIndex(self.index, params.n_postings, params.block_size)
-        return ApproxSearcher(self.index, self.encoder, params, self.approx)
+                self.approx = ApproxSearcher(self.index, self.encoder)
+        return self.approx.with_params(**knobs)
+
+    def stats(self) -> dict[str, Any]:
+        """The index's statistics (a pass over every posting: computed once per index state)."""
+        with self._lock:
+            if self._stats is None:
+                self._stats = self.index.stats()
+            return self._stats
 
 
 class Engine:
@@ -138,12 +146,12 @@ class Engine:
             return s.doc(doc_id)
 
     def stats(self) -> dict[str, Any]:
-        ix = self._pool.index
-        info = (ix.manifest.get("encoder") or {}) if hasattr(ix, "manifest") else {}
-        return {"path": str(self.path), "generation": self.generation, "n_docs": ix.n_docs, "n_dims": ix.n_dims,
-                "n_postings": ix.n_postings, "read_only": self.read_only, "live": LIVE,
-                "encoder": {"name": self.encoder.name, "model": info.get("config", {}).get("model"),
-                            "fingerprint": self.encoder.fingerprint},
+        """The index's statistics and the serving state."""
+        pool = self._pool
+        info = pool.stats().get("encoder") or {}
+        return {**pool.stats(), "path": str(self.path), "generation": self.generation, "read_only": self.read_only,
+                "live": LIVE, "encoder": {"name": self.encoder.name, "model": info.get("config", {}).get("model"),
+                                          "fingerprint": self.encoder.fingerprint},
                 "approx_defaults": asdict(ApproxParams())}
 
     def refresh(self) -> bool:
@@ -153,12 +161,15 @@ class Engine:
         with self._refresh_lock:
             if not self._probe.refresh():
                 return False
-            self._pool = self._new_pool()
+            approx = self._pool.approx
+            if approx is not None:
+                approx.refresh()  # keeps the structures of segments that did not change
+            self._pool = self._new_pool(approx)
             return True
 
-    def _new_pool(self) -> _Pool:
+    def _new_pool(self, approx: ApproxSearcher | None = None) -> _Pool:
         p = self._probe
-        return _Pool(p.index, self.encoder, getattr(p, "generation", 0), self.pool_size)
+        return _Pool(p.index, self.encoder, getattr(p, "generation", 0), self.pool_size, approx)
 
     # --- writing -------------------------------------------------------------------------
     def _writable(self):
