@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -51,12 +52,11 @@ def scifact_index(out: Path) -> tuple[Path, dict]:
     """SciFact with splade-tiny (docs at 256 tokens, queries at 64), all 5,183 documents."""
     from sparseir.encoders import MLMSparseEncoder
     from sparseir.index import write_index
-    from sparseir.indexing import encoder_info
 
     data = scifact_vectors()
     encoder = MLMSparseEncoder(str(SPLADE_TINY), max_length=256, query_max_length=64)
     writer_docs = data.docs[:2000]  # the writer re-adds these under new ids
-    write_index(out, data.doc_ids, data.docs, data.terms, encoder=encoder_info(encoder), overwrite=True)
+    write_index(out, data.doc_ids, data.docs, data.terms, encoder=encoder, overwrite=True)
     queries = {q: t for q, t in load_queries(SCIFACT).items() if q in data.qrels}  # the 300 test queries
     return out, {"name": "scifact", "n_docs": len(data.doc_ids), "queries": queries, "writer_vectors": writer_docs,
                  "terms": data.terms}
@@ -65,10 +65,11 @@ def scifact_index(out: Path) -> tuple[Path, dict]:
 def realtext_index(out: Path, vectors: Path, limit: int | None) -> tuple[Path, dict]:
     """The realtext documents encoded so far in the vector cache (all 366,372 once it is COMPLETE)."""
     from bench.vectors import load_vectors
+    from sparseir.encoders import load_encoder
     from sparseir.index import write_index
 
     ids, x, terms = load_vectors(vectors, limit)
-    encoder = json.loads((vectors / "encoder.json").read_text(encoding="utf-8"))
+    encoder = load_encoder(json.loads((vectors / "encoder.json").read_text(encoding="utf-8"))["config"])
     n_writer = min(2000, len(ids) // 10)  # held out of the index; the writer adds them
     write_index(out, ids[n_writer:], x[n_writer:], terms, encoder=encoder, overwrite=True)
     queries = dict(load_queries(REALTEXT / "queries.jsonl"))
@@ -228,12 +229,14 @@ def bench_dataset(index: Path, info: dict, args: argparse.Namespace) -> dict:
 def report(results: list[dict], meta: dict) -> str:
     lines = ["# `sparseir serve` under load", "",
              f"Machine: {meta['machine']}, {meta['cpus']} cores (shared with other jobs while it ran), no GPU. "
-             f"Loopback only; closed-loop async httpx clients in the benchmark process, on the same 2 cores as "
-             f"the server; {meta['seconds']} s per run; k={K}; one query per request; splade-tiny query "
-             "encoding on the server. `python -m bench.serve` regenerates this file.", ""]
+             "Loopback only; closed-loop async httpx clients in the benchmark process, on the same 2 cores as "
+             f"the server; k={K}; one query per request; splade-tiny query encoding on the server. "
+             "`python -m bench.serve` regenerates this file (`--datasets` reruns some and keeps the others).", ""]
     for d in results:
         t = d["targets"]
         lines += [f"## {d['dataset']}: {d['n_docs']:,} documents, {d['n_queries']:,} queries", "",
+                  f"Run {d['run']['date']} at commit `{d['run']['commit']}`, {d['run']['seconds_per_run']} s per load "
+                  "run.", "",
                   f"Queries: the first {d['n_queries']:,} of the dataset's query file"
                   f"{' (SciFact: the test queries)' if d['dataset'] == 'scifact' else ''}, cycled by the clients.",
                   ""]
@@ -258,6 +261,12 @@ def report(results: list[dict], meta: dict) -> str:
                   f"**{'met' if t['latency_target_met'] else 'missed'}**",
                   f"- failed requests: {t['failures']}", ""]
     return "\n".join(lines) + "\n"
+
+
+def _commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                         cwd=Path(__file__).parent)
+    return out.stdout.strip()
 
 
 def main() -> None:
@@ -287,9 +296,15 @@ def main() -> None:
                 p.error(f"unknown dataset {name!r}")
             results.append(bench_dataset(index, info, args))
             shutil.rmtree(index)
-    meta = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "seconds": args.seconds,
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    meta = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "seconds": args.seconds}
+    for r in results:
+        r["run"] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": _commit(),
+                    "seconds_per_run": args.seconds}
     args.out.mkdir(parents=True, exist_ok=True)
+    previous = args.out / "serve.json"
+    if previous.exists():  # a run of some datasets keeps the others' results
+        done = {r["dataset"] for r in results}
+        results = [r for r in json.loads(previous.read_text())["results"] if r["dataset"] not in done] + results
     (args.out / "serve.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
     (args.out / "serve.md").write_text(report(results, meta))
     print(f"wrote {args.out / 'serve.md'}")

@@ -255,7 +255,7 @@ def create_app(config: ServeConfig) -> FastAPI:
             matrix = sp.vstack(rows, format="csr")
         else:
             matrix = await run("encoding", e.encoder.encode_document, texts)
-        vectors = [dict(e.encoder.decode(matrix[i])) for i in range(matrix.shape[0])]
+        vectors = [dict(e.encoder.decode(matrix[i].toarray()[0])) for i in range(matrix.shape[0])]
         return {"vector": vectors[0]} if req.text is not None else {"vectors": vectors}
 
     @app.get("/documents/{doc_id:path}", summary="a stored document")
