@@ -233,6 +233,21 @@ def test_graceful_shutdown(index_dir, sig):
         server.log.unlink(missing_ok=True)
 
 
+def test_read_only_workers(index_dir, library, queries):
+    """--workers 2 --read-only: two processes behind one port, both answering as the library does."""
+    server = ServerProcess(index_dir, "--read-only", "--workers", "2").start()
+    try:
+        with Client(server.url) as c:
+            for text in list(queries.values())[:6]:
+                _same(c.search(text, k=5), library.search(text, k=5))
+            assert c.health()["read_only"]
+        assert server.stop() == 0
+        assert "Traceback" not in server.output()
+    finally:
+        server.kill()
+        server.log.unlink(missing_ok=True)
+
+
 def test_cli_rejects_bad_options(tmp_path, index_dir, capsys):
     assert main(["serve", str(tmp_path / "missing")]) == 2
     assert "missing" in capsys.readouterr().err
