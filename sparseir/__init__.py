@@ -16,8 +16,9 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "load_corpus": "corpus", "load_queries": "corpus", "load_qrels": "corpus", "Document": "corpus",
     "CorpusError": "corpus",
-    "SparseEncoder": "encoders", "MLMSparseEncoder": "encoders", "load_encoder": "encoders",
-    "EncoderError": "encoders",
+    "SparseEncoder": "encoders", "MLMSparseEncoder": "encoders", "LLMSparseEncoder": "encoders",
+    "SAESparseEncoder": "encoders", "load_encoder": "encoders", "EncoderError": "encoders",
+    "SparseirError": "errors", "UsageError": "errors",
     "SparseIndex": "index", "IndexWriter": "index", "write_index": "index", "IndexFormatError": "index",
     "build_index": "indexing",
     "Searcher": "search", "Hit": "search", "Contribution": "search", "ApproxSearcher": "search",

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import SparseirError
+
 FORMAT_NAME = "sparseir-index"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -27,7 +29,7 @@ ARRAYS = {
 }
 
 
-class IndexFormatError(ValueError):
+class IndexFormatError(SparseirError, ValueError):
     """A missing, partial, corrupt or incompatible index."""
 
 

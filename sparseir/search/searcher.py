@@ -12,6 +12,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..encoders import SparseEncoder, load_encoder
+from ..errors import SparseirError
 from ..index import SparseIndex
 from .kernels import search_batch, search_one, search_one_split
 
@@ -35,7 +36,7 @@ class Contribution(NamedTuple):
     product: float
 
 
-class EncoderMismatchError(ValueError):
+class EncoderMismatchError(SparseirError, ValueError):
     """The encoder does not match the one the index was built with."""
 
 
