@@ -172,9 +172,12 @@ class Corpus:
 
 
 def _count_lines(path: Path) -> int:
-    f, _ = _open_binary(path)
+    f, bad_data = _open_binary(path)
     with f:
-        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+        try:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+        except bad_data as e:
+            raise CorpusError(f"{path}: cannot read ({e})") from None
 
 
 def _read_tsv(path: Path, header: bool | None = None) -> Iterator[Document]:

@@ -110,8 +110,8 @@ class SparseEncoder(ABC):
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (limit and value > limit):
-            bound = f"1..{limit}" if limit else ">= 1"
-            raise UsageError(f"{option} must be in {bound} (the model's position limit), got {value!r}")
+            bound = f"be in 1..{limit} (the model's position limit)" if limit else "be >= 1"
+            raise UsageError(f"{option} must {bound}, got {value!r}")
         return value
 
     # --- public API --------------------------------------------------------------------

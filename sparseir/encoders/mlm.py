@@ -68,8 +68,6 @@ class MLMSparseEncoder(SparseEncoder):
             raise EncoderError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         self.model_name_or_path = resolve_model_path(str(model_name_or_path))
         self.query_model_name_or_path = resolve_model_path(str(query_model)) if query_model else None
-        self._check_max_length(max_length, None, "--max-length")
-        self._check_max_length(query_max_length, None, "--query-max-length")
         self.pooling = pooling
         self.max_chunk_elements = max_chunk_elements
         self.screen = bf16_screening_available(self.device) if screen is None else screen
