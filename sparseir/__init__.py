@@ -23,9 +23,13 @@ _EXPORTS = {
     "build_index": "indexing",
     "Searcher": "search", "Hit": "search", "Contribution": "search", "ApproxSearcher": "search",
     "ApproxParams": "search",
-    "evaluate": "evaluate",
     "rrf": "fusion", "convex": "fusion",
 }
+
+
+# Imported now (it is light): the function shares its name with its module, and a lazy lookup would
+# hand back the module once ``sparseir.evaluate`` has been imported.
+from .evaluate import evaluate  # noqa: E402
 
 
 def __getattr__(name: str) -> Any:
@@ -34,4 +38,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'sparseir' has no attribute {name!r}")
 
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, "evaluate"])
