@@ -218,7 +218,7 @@ def _hit_rows(searcher, hits, query: str, args: argparse.Namespace) -> list[dict
         row = {"rank": rank, "doc_id": h.doc_id, "score": h.score, "title": stored.get("title", ""),
                "snippet": _snippet(stored.get("text", ""), args.snippet_chars)}
         if args.explain:
-            row["explain"] = [c._asdict() for c in searcher.explain(query, h.doc_id)[: args.explain_terms]]
+            row["explain"] = [c._asdict() for c in searcher.explain(query, h.doc_id)]
         rows.append(row)
     return rows
 
@@ -289,7 +289,7 @@ def cmd_search(args: argparse.Namespace) -> None:
             print(f"{hit['rank']:>4}  {hit['doc_id']:<20} {hit['score']:>9.4f}  {_snippet(hit['title'], 60)}")
             if hit["snippet"]:
                 print(f"{'':>37}{hit['snippet']}")
-            for c in hit.get("explain", []):
+            for c in hit.get("explain", [])[: args.explain_terms]:
                 print(f"{'':>6}{c['term']:<20} {c['query_weight']:.3f} x {c['doc_weight']:.3f} = {c['product']:.4f}")
 
 
@@ -442,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="results per query (default 10)")
     p.add_argument("--explain", action="store_true", help="show the dimensions behind each score")
     p.add_argument("--explain-terms", type=at_least(1), default=5, metavar="N",
-                   help="dimensions shown per hit with --explain")
+                   help="dimensions shown per hit in the --explain table (--json has all)")
     p.add_argument("--snippet-chars", type=at_least(0), default=160, metavar="N",
                    help="characters of stored text shown per hit (default 160)")
     p.add_argument("--json", action="store_true", help="print a JSON list, one {query, hits} entry per query")
