@@ -84,7 +84,8 @@ def write_md(data: dict) -> None:
              "Median wall time of `python -m sparseir.cli ...` over fresh interpreters and the largest peak RSS, "
              "measured by `bench/startup.py` under `flock /work/bench.lock` on a shared 2-core machine "
              f"({next(iter(data.values()))['machine']}). `search` and `info` use a 50-document SciFact "
-             "index (splade-tiny).", "",
+             "index (splade-tiny). The machine was heavily shared (load average up to 25 on 2 cores), so wall times "
+             "are inflated and noisy; peak RSS shows what was imported (about 430 MiB means torch was loaded).", "",
              "| command | " + " | ".join(f"{lb} s | {lb} MiB" for lb in labels) + " |",
              "|---|" + "---:|---:|" * len(labels)]
     for n in names:
