@@ -56,20 +56,94 @@ def cmd_index(args: argparse.Namespace) -> None:
     from .encoders import load_encoder
     from .indexing import build_index
 
+    _check_positive(args, "chunk_size")
     corpus = _corpus(args)
     encoder = load_encoder(args.encoder, **_encoder_kwargs(args))
     out = args.out or Path("index") / f"{Path(args.corpus.removeprefix('irds:')).name}-{encoder.name}"
     index = build_index(corpus, encoder, out, quantize=args.quantize, chunk_size=args.chunk_size,
-                        overwrite=args.overwrite)
-    m = index.manifest
-    print(f"indexed {m['n_docs']} documents ({m['n_empty_docs']} empty) into {index.path}: "
-          f"{m['n_postings']} postings, {index.nbytes / 2**20:.1f} MiB, "
-          f"{m['docs_per_second']} docs/s on {m['encoder']['device']}")
+                        overwrite=args.overwrite, store=not args.no_store, allow_empty=args.allow_empty)
+    s = index.stats()
+    print(f"indexed {s['n_docs']} documents ({s['n_empty_docs']} empty) into {index.path}: "
+          f"{s['n_postings']} postings, {s['bytes'] / 2**20:.1f} MiB, "
+          f"{index.build_info['docs_per_second']} docs/s on {s['encoder']['device']}, commit {index.generation}")
+
+
+def _check_positive(args: argparse.Namespace, name: str) -> None:
+    from .errors import UsageError
+
+    value = getattr(args, name)
+    if value is not None and value < 1:
+        raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+
+
+def cmd_add(args: argparse.Namespace) -> None:
+    from .index import IndexWriter, is_index
+    from .errors import UsageError
+    from .indexing import add_documents
+
+    _check_positive(args, "chunk_size")
+    if not is_index(args.index):
+        raise UsageError(f"{args.index}: not a sparseir index (create one with `sparseir index`)")
+    corpus = _corpus(args)
+    with IndexWriter(args.index) as writer:
+        n = add_documents(writer, corpus, chunk_size=args.chunk_size, upsert=args.upsert)
+        gen = writer.commit()
+    print(f"added {n} documents to {args.index}, commit {gen}")
+
+
+def cmd_delete(args: argparse.Namespace) -> None:
+    from .errors import UsageError
+    from .index import IndexWriter, is_index
+
+    ids = list(args.ids)
+    if args.ids_file:
+        try:
+            with open(args.ids_file, encoding="utf-8") as f:
+                ids += [line.strip() for line in f if line.strip()]
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"{args.ids_file}: cannot read ids ({e})") from None
+    if not ids:
+        raise UsageError("no ids to delete: give IDS or --ids-file FILE")
+    if not is_index(args.index):
+        raise UsageError(f"{args.index}: not a sparseir index")
+    with IndexWriter(args.index) as writer:
+        missing = writer.delete(ids)
+        gen = writer.commit()
+    print(f"deleted {len(set(ids)) - len(set(missing))} documents from {args.index}, commit {gen}")
+    if missing:
+        shown = ", ".join(repr(i) for i in missing[:20]) + (" ..." if len(missing) > 20 else "")
+        raise UsageError(f"{len(missing)} ids are not in the index: {shown}")
+
+
+def cmd_optimize(args: argparse.Namespace) -> None:
+    from .errors import UsageError
+    from .index import IndexWriter, is_index
+
+    _check_positive(args, "max_segments")
+    if not is_index(args.index):
+        raise UsageError(f"{args.index}: not a sparseir index")
+    with IndexWriter(args.index) as writer:
+        writer.optimize(args.max_segments)
+        gen = writer.commit()
+    print(f"optimized {args.index} to at most {args.max_segments} segment(s), commit {gen}")
+
+
+def cmd_check(args: argparse.Namespace) -> None:
+    from .index import open_index
+    from .index.check import check_postings
+
+    index = open_index(args.index, verify=True)
+    index.verify()
+    for seg in index.segments:
+        check_postings(seg)
+    print(f"{index.path}: OK, commit {index.generation}, {len(index.segments)} segments, {index.n_docs} live "
+          f"documents, every checksum and posting list valid")
 
 
 def _searcher(args: argparse.Namespace):
     from .search import Searcher
-    from .search.approx import ApproxSearcher, params_from_args
+    from .search.approx import ApproxSearcher
+    from .search.params import params_from_args
 
     params = params_from_args(args)
     return ApproxSearcher(args.index, params=params) if params else Searcher(args.index)
@@ -144,18 +218,24 @@ def cmd_encode(args: argparse.Namespace) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    from .index import SparseIndex
+    from .index import open_index
 
-    stats = SparseIndex.load(args.index, verify=args.verify).stats()
+    index = open_index(args.index, verify=args.verify)
+    if args.verify:
+        index.verify()
+    stats = index.stats()
     if args.json:
         print(json.dumps(stats, indent=2))
         return
-    for key in ("path", "n_docs", "n_empty_docs", "n_dims", "n_active_dims", "n_postings", "postings_per_doc",
-                "longest_list", "quantization", "bytes", "bytes_per_posting"):
+    for key in ("path", "generation", "n_docs", "n_deleted", "n_empty_docs", "n_dims", "n_postings",
+                "postings_per_doc", "quantization", "scale", "bytes", "bytes_per_posting", "store_bytes_per_doc"):
         value = stats[key]
-        print(f"{key:<18} {value:.2f}" if isinstance(value, float) else f"{key:<18} {value}")
+        print(f"{key:<20} {value:.4g}" if isinstance(value, float) else f"{key:<20} {value}")
     enc = stats["encoder"] or {}
-    print(f"{'encoder':<18} {enc.get('name')} {enc.get('config', {}).get('model')} ({enc.get('fingerprint')})")
+    print(f"{'encoder':<20} {enc.get('name')} {enc.get('config', {}).get('model')} ({enc.get('fingerprint')})")
+    print(f"segments ({len(stats['segments'])}):")
+    for seg in stats["segments"]:
+        print(f"  {seg['name']}  {seg['n_docs']:>10} docs  {seg['n_deleted']:>8} deleted")
     hist = stats["weight_histogram"]
     top = max(hist["counts"], default=1) or 1
     print("weight histogram:")
@@ -164,7 +244,7 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .search.approx import add_arguments as add_approx_arguments
+    from .search.params import add_arguments as add_approx_arguments
 
     parser = argparse.ArgumentParser(prog="sparseir", description="Learned-sparse retrieval: encode, index, search, "
                                      "evaluate. Run 'sparseir COMMAND --help' for a command's options.")
@@ -177,9 +257,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="index directory (default index/<corpus>-<encoder>)")
     p.add_argument("--quantize", choices=("uint8", "float32"), default="uint8",
                    help="impact storage (default uint8: 8-bit with a global scale; see bench/results/core.md)")
-    p.add_argument("--chunk-size", type=int, default=4096, help="documents encoded and spilled per chunk")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing index at --out")
+    p.add_argument("--chunk-size", type=int, default=4096, help="documents encoded and spilled per chunk (>= 1)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing sparseir index at --out (anything else there is refused)")
+    p.add_argument("--no-store", action="store_true", help="do not keep the documents' id, title and text")
+    p.add_argument("--allow-empty", action="store_true", help="build an index even from an empty corpus")
     p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("add", help="encode documents and add them to an index",
+                       description="Encode a corpus with the index's own encoder and add it in one commit. A "
+                       "document id already in the index is an error unless --upsert.")
+    p.add_argument("index")
+    _add_corpus_options(p)
+    p.add_argument("--upsert", action="store_true", help="replace documents whose id is already in the index")
+    p.add_argument("--chunk-size", type=int, default=4096, help="documents encoded per chunk (>= 1)")
+    p.set_defaults(func=cmd_add)
+
+    p = sub.add_parser("delete", help="delete documents by id", description="Delete documents in one commit. "
+                       "Ids not in the index are listed and the exit code is 2 (the others are deleted).")
+    p.add_argument("index")
+    p.add_argument("ids", nargs="*", help="document ids")
+    p.add_argument("--ids-file", metavar="FILE", help="a file with one document id per line")
+    p.set_defaults(func=cmd_delete)
+
+    p = sub.add_parser("optimize", help="merge an index's segments", description="Merge segments and expunge "
+                       "deleted documents (Lucene's forceMerge); search results do not change.")
+    p.add_argument("index")
+    p.add_argument("--max-segments", type=int, default=1, help="segments left (default 1)")
+    p.set_defaults(func=cmd_optimize)
+
+    p = sub.add_parser("check", help="verify an index", description="Check every file's sha256 and every posting "
+                       "list's bounds and order; exit code 2 and the file at fault on any problem.")
+    p.add_argument("index")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("search", help="search an index", description="Exact top-k search; the query is encoded with "
                        "the encoder recorded in the index.")
@@ -218,8 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write round(weight * F) integers, as Pyserini impact indexes expect (e.g. 100)")
     p.set_defaults(func=cmd_encode)
 
-    p = sub.add_parser("info", help="index statistics", description="Documents, dimensions, postings, bytes and a "
-                       "weight histogram.")
+    p = sub.add_parser("info", help="index statistics", description="Commit generation, segments, live and "
+                       "deleted documents, dimensions, postings, bytes and document-store bytes per document.")
     p.add_argument("index")
     p.add_argument("--verify", action="store_true", help="check every array's sha256")
     p.add_argument("--json", action="store_true")
@@ -234,12 +344,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .corpus import CorpusError
     from .encoders import EncoderError
-    from .index import IndexFormatError
-    from .search import EncoderMismatchError
+    from .errors import SparseirError
 
     try:
         args.func(args)
-    except (CorpusError, EncoderError, IndexFormatError, EncoderMismatchError, FileExistsError,
+    except (CorpusError, EncoderError, SparseirError, FileExistsError,
             FileNotFoundError, KeyError, ValueError) as e:
         print(f"sparseir: error: {e}", file=sys.stderr)
         return 2

@@ -177,7 +177,11 @@ class LiveIndex:
     def nbytes(self) -> int:
         return sum(s.nbytes for s in self.segments)
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, bins: int = 10) -> dict[str, Any]:
+        """Counts, sizes, the store's bytes per document and a histogram of stored weights."""
+        impacts = [np.asarray(s.impacts, dtype=np.float32) for s in self.segments]
+        weights = np.concatenate(impacts) * np.float32(self.scale) if impacts else np.zeros(0, np.float32)
+        counts, edges = np.histogram(weights, bins=bins) if len(weights) else (np.zeros(0), np.zeros(1))
         store = sum(s.store.nbytes for s in self.segments if s.store is not None)
         stored_docs = sum(s.n_docs for s in self.segments if s.store is not None)
         n_postings = sum(s.n_postings for s in self.segments)
@@ -200,6 +204,7 @@ class LiveIndex:
             "store_bytes": store,
             "store_bytes_per_doc": store / stored_docs if stored_docs else None,
             "encoder": self.settings.get("encoder"),
+            "weight_histogram": {"edges": edges.tolist(), "counts": counts.astype(int).tolist()},
         }
 
 
