@@ -343,12 +343,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .corpus import CorpusError
-    from .encoders import EncoderError
     from .errors import SparseirError
 
+    # EncoderError can only come from an imported sparseir.encoders (importing it would load torch)
+    encoders = sys.modules.get("sparseir.encoders")
+    encoder_error = (encoders.EncoderError,) if encoders is not None else ()
     try:
         args.func(args)
-    except (CorpusError, EncoderError, SparseirError, FileExistsError,
+    except (CorpusError, *encoder_error, SparseirError, FileExistsError,
             FileNotFoundError, KeyError, ValueError) as e:
         print(f"sparseir: error: {e}", file=sys.stderr)
         return 2

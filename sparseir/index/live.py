@@ -418,6 +418,8 @@ class IndexWriter:
         x = check_vectors(vectors, len(ids), self.settings["n_dims"])
         records = [_record(d) for d in docs] if self.settings.get("store") else None
         if present:
+            if any(id_map[i][0] is None for i in present):
+                self.flush()  # a segment holds each id once: the old version goes to its own segment
             self.delete(present)
         if self._buffer is None:
             self._buffer = SegmentWriter(self.path / SEGMENTS / self._next_name(), self.terms,
