@@ -255,8 +255,8 @@ def _crosscheck(ds: Dataset, s: Settings, cache: Cache, encoder, ids: list[str],
     queries = ds.queries()
     qids = list(queries)
     qvec = quantize(encoder.encode_query([queries[q] for q in qids]), scale)
-    hits = Searcher(path).batch_search(list(qvec), k=CROSSCHECK_DEPTH, threads=s.threads)
-    ours = {q: {h.doc_id: h.score for h in hs} for q, hs in zip(qids, hits)}
+    hits = Searcher(path).batch_search(qvec, qids, k=CROSSCHECK_DEPTH, threads=s.threads)
+    ours = {q: {h.doc_id: h.score for h in hs} for q, hs in hits.items()}
     theirs = {q: dict(list(lucene_run.get(q, {}).items())[:CROSSCHECK_DEPTH]) for q in qids}
     same_order = sum(list(ours[q]) == list(theirs[q]) for q in qids)
     same_scores = sum(list(ours[q].values()) == list(theirs[q].values()) for q in qids)

@@ -26,7 +26,7 @@ from .commit import (LOCK, SEGMENTS, WriteLock, clean, generations, read_commit,
 from .format import MANIFEST, QUANTIZATIONS, IndexFormatError, sha256_file
 from .merge import MergePolicy, force_merges, merge_into
 from .segment import SparseIndex
-from .segment_writer import SegmentWriter
+from .segment_writer import SegmentWriter, check_vectors
 
 #: tries of a reader whose commit was cleaned up while it opened it (it then opens the newer one)
 OPEN_RETRIES = 20
@@ -413,8 +413,6 @@ class IndexWriter:
             if any(isinstance(d, str) for d in docs):
                 raise UsageError("plain id strings need vectors; pass Documents to encode their text")
             vectors = self.encoder.encode_document([d.text for d in docs], show_progress_bar=False)
-        from .segment_writer import check_vectors
-
         x = check_vectors(vectors, len(ids), self.settings["n_dims"])
         records = [_record(d) for d in docs] if self.settings.get("store") else None
         if present:
