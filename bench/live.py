@@ -259,20 +259,26 @@ def report(results: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--datasets", default="scifact,realtext",
+                    help="comma-separated; datasets not run keep their figures from an existing live.json")
     ap.add_argument("--realtext-queries", type=int, default=500)
-    ap.add_argument("--skip-realtext", action="store_true")
     args = ap.parse_args()
-    results = {"machine": f"{platform.processor() or platform.machine()}, {numba.config.NUMBA_NUM_THREADS} cores, "
-                          f"Python {platform.python_version()}, numba {numba.__version__}", "datasets": {}}
+    json_path = args.out / "live.json"
+    results = json.loads(json_path.read_text()) if json_path.exists() else {"datasets": {}}
+    results["machine"] = (f"{platform.processor() or platform.machine()}, {numba.config.NUMBA_NUM_THREADS} cores, "
+                          f"Python {platform.python_version()}, numba {numba.__version__}")
     work = Path(tempfile.mkdtemp(prefix="sparseir-live-"))
     try:
-        ds = scifact_vectors()
-        recs = records_of(SCIFACT / "corpus.jsonl", len(ds.doc_ids))
-        assert [r["id"] for r in recs] == ds.doc_ids
-        results["datasets"]["SciFact"] = run_dataset("scifact", ds.doc_ids, ds.docs, ds.terms, ds.queries, recs, work)
-        if not args.skip_realtext:
-            from .vectors import load_vectors
+        if "scifact" in args.datasets:
+            ds = scifact_vectors()
+            recs = records_of(SCIFACT / "corpus.jsonl", len(ds.doc_ids))
+            assert [r["id"] for r in recs] == ds.doc_ids
+            results["datasets"]["SciFact"] = run_dataset("scifact", ds.doc_ids, ds.docs, ds.terms, ds.queries, recs,
+                                                         work)
+        if "realtext" in args.datasets:
             from sparseir.encoders import MLMSparseEncoder
+
+            from .vectors import load_vectors
 
             ids, x, terms = load_vectors(REALTEXT_VECTORS)
             complete = (REALTEXT_VECTORS / "COMPLETE").exists()
@@ -282,12 +288,13 @@ def main() -> None:
             qtexts = [json.loads(line)["text"] for line in
                       (REALTEXT / "queries.jsonl").read_text(encoding="utf-8").splitlines()[:args.realtext_queries]]
             queries = enc.encode_query(qtexts)
+            results["datasets"] = {k: v for k, v in results["datasets"].items() if not k.startswith("realtext")}
             name = f"realtext ({'all' if complete else 'the first'} {len(ids):,} of 366,372 documents)"
             results["datasets"][name] = run_dataset("realtext", ids, x, terms, queries, recs, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "live.json").write_text(json.dumps(results, indent=2))
+    json_path.write_text(json.dumps(results, indent=2))
     (args.out / "live.md").write_text(report(results))
     print(report(results))
 

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from live_worker import index_state
 from sparseir.index import IndexWriter, is_index, open_index
