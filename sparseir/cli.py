@@ -76,14 +76,20 @@ def _check_positive(args: argparse.Namespace, name: str) -> None:
         raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
 
 
-def cmd_add(args: argparse.Namespace) -> None:
-    from .index import IndexWriter, is_index
+def _require_index(path: str) -> None:
     from .errors import UsageError
+    from .index import is_index
+
+    if not is_index(path):
+        raise UsageError(f"{path}: not a sparseir index (create one with `sparseir index`)")
+
+
+def cmd_add(args: argparse.Namespace) -> None:
+    from .index import IndexWriter
     from .indexing import add_documents
 
     _check_positive(args, "chunk_size")
-    if not is_index(args.index):
-        raise UsageError(f"{args.index}: not a sparseir index (create one with `sparseir index`)")
+    _require_index(args.index)
     corpus = _corpus(args)
     with IndexWriter(args.index) as writer:
         n = add_documents(writer, corpus, chunk_size=args.chunk_size, upsert=args.upsert)
@@ -93,7 +99,7 @@ def cmd_add(args: argparse.Namespace) -> None:
 
 def cmd_delete(args: argparse.Namespace) -> None:
     from .errors import UsageError
-    from .index import IndexWriter, is_index
+    from .index import IndexWriter
 
     ids = list(args.ids)
     if args.ids_file:
@@ -104,24 +110,21 @@ def cmd_delete(args: argparse.Namespace) -> None:
             raise UsageError(f"{args.ids_file}: cannot read ids ({e})") from None
     if not ids:
         raise UsageError("no ids to delete: give IDS or --ids-file FILE")
-    if not is_index(args.index):
-        raise UsageError(f"{args.index}: not a sparseir index")
+    _require_index(args.index)
     with IndexWriter(args.index) as writer:
         missing = writer.delete(ids)
         gen = writer.commit()
-    print(f"deleted {len(set(ids)) - len(set(missing))} documents from {args.index}, commit {gen}")
+    print(f"deleted {len(set(ids)) - len(missing)} documents from {args.index}, commit {gen}")
     if missing:
         shown = ", ".join(repr(i) for i in missing[:20]) + (" ..." if len(missing) > 20 else "")
         raise UsageError(f"{len(missing)} ids are not in the index: {shown}")
 
 
 def cmd_optimize(args: argparse.Namespace) -> None:
-    from .errors import UsageError
-    from .index import IndexWriter, is_index
+    from .index import IndexWriter
 
     _check_positive(args, "max_segments")
-    if not is_index(args.index):
-        raise UsageError(f"{args.index}: not a sparseir index")
+    _require_index(args.index)
     with IndexWriter(args.index) as writer:
         writer.optimize(args.max_segments)
         gen = writer.commit()

@@ -215,11 +215,11 @@ class IndexWriter:
         return self.add(docs, vectors, upsert=True)
 
     def delete(self, ids: Iterable[str]) -> list[str]:
-        """Delete documents by external id; returns the ids that were not in the index."""
+        """Delete documents by external id; returns the (distinct) ids that were not in the index."""
         id_map = self._id_map()
         missing = []
         by_name = {e["name"]: e for e in self._entries}
-        for doc_id in ids:
+        for doc_id in dict.fromkeys(ids):
             loc = id_map.pop(doc_id, None)
             if loc is None:
                 missing.append(doc_id)
