@@ -88,12 +88,12 @@ def latency(searcher: Searcher, queries: sp.csr_matrix, repeats: int = 3) -> dic
     return {"p50_ms": float(np.median(best) * 1e3), "mean_ms": float(best.mean() * 1e3), "qps_2t": qps}
 
 
-def build_segments(path: Path, ids, x, records, n_segments: int, terms) -> float:
+def build_segments(path: Path, ids, x, records, n_segments: int, terms, scale: float) -> float:
     """``n_segments`` equal segments, one commit each, no merging; returns seconds."""
     start = time.perf_counter()
     bounds = np.linspace(0, len(ids), n_segments + 1).astype(int)
     for lo, hi in zip(bounds, bounds[1:]):
-        with IndexWriter(path, terms=terms, merge_policy=None, max_buffered_docs=10**9) as w:
+        with IndexWriter(path, terms=terms, merge_policy=None, max_buffered_docs=10**9, scale=scale) as w:
             w.add([Doc(r) for r in records[lo:hi]] if records else ids[lo:hi], x[lo:hi])
     return time.perf_counter() - start
 
@@ -136,7 +136,8 @@ def run_dataset(name: str, ids: list[str], x: sp.csr_matrix, terms: list[str], q
     print(f"[{name}] {len(ids)} documents, {queries.shape[0]} queries", flush=True)
     fresh_path = work / f"{name}-fresh"
     t = time.perf_counter()
-    write_index(fresh_path, ids, x, terms)
+    scale = float(x.max()) / 255  # one uint8 scale for every variant, so all quantise alike
+    write_index(fresh_path, ids, x, terms, scale=scale)
     res["fresh_build_s"] = time.perf_counter() - t
     fresh = Searcher(fresh_path)
     expected = fresh.batch_search(queries, k=K)
@@ -147,7 +148,7 @@ def run_dataset(name: str, ids: list[str], x: sp.csr_matrix, terms: list[str], q
     path = work / f"{name}-adds"
     t = time.perf_counter()
     commits = []
-    with IndexWriter(path, terms=terms, merge_policy=None, max_buffered_docs=10 * BATCH) as w:
+    with IndexWriter(path, terms=terms, merge_policy=None, max_buffered_docs=10 * BATCH, scale=scale) as w:
         for b, lo in enumerate(range(0, len(ids), BATCH)):
             w.add([Doc(r) for r in records[lo:lo + BATCH]], x[lo:lo + BATCH])
             if b % 10 == 9:
@@ -164,7 +165,7 @@ def run_dataset(name: str, ids: list[str], x: sp.csr_matrix, terms: list[str], q
 
     for n_seg in (1, 10, 50):
         path = work / f"{name}-{n_seg}"
-        build = build_segments(path, ids, x, None, n_seg, terms)
+        build = build_segments(path, ids, x, None, n_seg, terms, scale)
         s = Searcher(path)
         assert len(s.index.segments) == n_seg and s.batch_search(queries, k=K) == expected
         res[f"segments_{n_seg}"] = {**latency(s, queries), "build_s": build}
@@ -186,7 +187,7 @@ def run_dataset(name: str, ids: list[str], x: sp.csr_matrix, terms: list[str], q
             s.refresh()
             live = set(ids) - set(gone)
             ref = write_index(work / f"{name}-ref", [i for i in ids if i in live],
-                              x[[j for j, i in enumerate(ids) if i in live]], terms)
+                              x[[j for j, i in enumerate(ids) if i in live]], terms, scale=scale)
             assert s.batch_search(queries, k=K) == Searcher(ref).batch_search(queries, k=K)
             res["optimized"] = latency(s, queries)
             res["optimized_fresh"] = latency(Searcher(ref), queries)
@@ -198,7 +199,7 @@ def run_dataset(name: str, ids: list[str], x: sp.csr_matrix, terms: list[str], q
     counts = []
     t = time.perf_counter()
     for lo in range(0, len(ids), BATCH):
-        with IndexWriter(path, terms=terms, merge_policy=MergePolicy()) as w:
+        with IndexWriter(path, terms=terms, merge_policy=MergePolicy(), scale=scale) as w:
             w.add(ids[lo:lo + BATCH], x[lo:lo + BATCH])
         counts.append(len(open_index(path).segments))
     s = Searcher(path)

@@ -46,7 +46,8 @@ class IndexWriter:
     vectors encoded elsewhere. ``create=True`` starts from an empty document set even if an index
     exists (``--overwrite``): the old documents stay visible until the first commit. Refuses a
     non-empty directory that is not a sparseir index. Holds ``write.lock`` until :meth:`close`;
-    a second writer gets :class:`~sparseir.index.LockError` naming the holder.
+    a second writer gets :class:`~sparseir.index.LockError` naming the holder. ``scale`` fixes a new
+    uint8 index's dequantisation factor (default: the first segment's ``max_weight / 255``).
 
     Used as a context manager it commits on a clean exit and rolls back on an exception. Nothing
     is visible to readers before :meth:`commit` returns; after it returns the commit is durable.
@@ -54,7 +55,8 @@ class IndexWriter:
 
     def __init__(self, path: str | Path, encoder: Any = None, *, terms: Sequence[str] | None = None,
                  quantize: str = "uint8", store: bool = True, create: bool = False,
-                 merge_policy: MergePolicy | None = MergePolicy(), max_buffered_docs: int = 50_000) -> None:
+                 merge_policy: MergePolicy | None = MergePolicy(), max_buffered_docs: int = 50_000,
+                 scale: float | None = None) -> None:
         if quantize not in QUANTIZATIONS:
             raise UsageError(f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}")
         if max_buffered_docs < 1:
@@ -84,7 +86,8 @@ class IndexWriter:
                 (self.path / SEGMENTS).mkdir(exist_ok=True)
                 if not (self.path / SEGMENTS / name).is_file():
                     atomic_write(self.path / SEGMENTS / name, data)
-                self.settings = {"n_dims": len(terms), "quantization": quantize, "scale": None,
+                self.settings = {"n_dims": len(terms), "quantization": quantize,
+                                 "scale": None if quantize == "uint8" and scale is None else float(scale or 1.0),
                                  "encoder": info,
                                  "store": bool(store), "terms": {"file": name, "sha256": sha256_file(
                                      self.path / SEGMENTS / name)}}
@@ -439,7 +442,7 @@ def _prepare_dir(path: Path) -> bool:
 
 def write_index(out: str | Path, ids: Sequence[str], vectors: sp.spmatrix, terms: Sequence[str], *,
                 quantize: str = "uint8", encoder: Any = None, overwrite: bool = False,
-                store: bool = False) -> Path:
+                store: bool = False, scale: float | None = None) -> Path:
     """Write already-encoded vectors as a new single-segment index in one call.
 
     An existing index at ``out`` needs ``overwrite=True``; anything else there is refused.
@@ -448,7 +451,7 @@ def write_index(out: str | Path, ids: Sequence[str], vectors: sp.spmatrix, terms
     if is_index(out) and not overwrite:
         raise UsageError(f"{out} already exists (pass overwrite=True / --overwrite to replace it)")
     with IndexWriter(out, encoder, terms=terms, quantize=quantize, store=store, create=True,
-                     merge_policy=None, max_buffered_docs=max(len(ids), 1)) as w:
+                     merge_policy=None, max_buffered_docs=max(len(ids), 1), scale=scale) as w:
         w.add(list(ids), vectors)
     return out
 
