@@ -170,7 +170,7 @@ def test_index_search_and_cli(tmp_path, encoders, capsys):
     enc = encoders["echo"]
     index = build_index([(f"d{i}", t) for i, t in enumerate(DOCS)], enc, tmp_path / "idx", quantize="float32",
                         show_progress_bar=False)
-    assert index.terms.tolist() == enc.terms
+    assert list(index.terms) == enc.terms
     searcher = Searcher(tmp_path / "idx")  # rebuilds the encoder from the manifest
     hits = searcher.search("osteoporosis and bone density in older women", k=2)
     assert hits[0].doc_id == "d0"
