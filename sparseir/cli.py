@@ -125,14 +125,20 @@ def _check_positive(args: argparse.Namespace, name: str) -> None:
         raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
 
 
-def cmd_add(args: argparse.Namespace) -> None:
-    from .index import IndexWriter, is_index
+def _require_index(path: str) -> None:
     from .errors import UsageError
+    from .index import is_index
+
+    if not is_index(path):
+        raise UsageError(f"{path}: not a sparseir index (create one with `sparseir index`)")
+
+
+def cmd_add(args: argparse.Namespace) -> None:
+    from .index import IndexWriter
     from .indexing import add_documents
 
     _check_positive(args, "chunk_size")
-    if not is_index(args.index):
-        raise UsageError(f"{args.index}: not a sparseir index (create one with `sparseir index`)")
+    _require_index(args.index)
     corpus = _corpus(args)
     with IndexWriter(args.index) as writer:
         n = add_documents(writer, corpus, chunk_size=args.chunk_size, upsert=args.upsert)
@@ -142,7 +148,7 @@ def cmd_add(args: argparse.Namespace) -> None:
 
 def cmd_delete(args: argparse.Namespace) -> None:
     from .errors import UsageError
-    from .index import IndexWriter, is_index
+    from .index import IndexWriter
 
     ids = list(args.ids)
     if args.ids_file:
@@ -153,24 +159,21 @@ def cmd_delete(args: argparse.Namespace) -> None:
             raise UsageError(f"{args.ids_file}: cannot read ids ({e})") from None
     if not ids:
         raise UsageError("no ids to delete: give IDS or --ids-file FILE")
-    if not is_index(args.index):
-        raise UsageError(f"{args.index}: not a sparseir index")
+    _require_index(args.index)
     with IndexWriter(args.index) as writer:
         missing = writer.delete(ids)
         gen = writer.commit()
-    print(f"deleted {len(set(ids)) - len(set(missing))} documents from {args.index}, commit {gen}")
+    print(f"deleted {len(set(ids)) - len(missing)} documents from {args.index}, commit {gen}")
     if missing:
         shown = ", ".join(repr(i) for i in missing[:20]) + (" ..." if len(missing) > 20 else "")
         raise UsageError(f"{len(missing)} ids are not in the index: {shown}")
 
 
 def cmd_optimize(args: argparse.Namespace) -> None:
-    from .errors import UsageError
-    from .index import IndexWriter, is_index
+    from .index import IndexWriter
 
     _check_positive(args, "max_segments")
-    if not is_index(args.index):
-        raise UsageError(f"{args.index}: not a sparseir index")
+    _require_index(args.index)
     with IndexWriter(args.index) as writer:
         writer.optimize(args.max_segments)
         gen = writer.commit()
@@ -190,18 +193,12 @@ def cmd_check(args: argparse.Namespace) -> None:
 
 
 def _searcher(args: argparse.Namespace):
-    from .search import ApproxSearcher, Searcher
+    from .search import Searcher
+    from .search.approx import ApproxSearcher
+    from .search.params import params_from_args
 
-    _, params_from_args = _approx_options()
     params = params_from_args(args)
     return ApproxSearcher(args.index, params=params) if params else Searcher(args.index)
-
-
-def _approx_options():
-    """``(add_arguments, params_from_args)`` of ApproxParams, from the light module (no Numba, no torch)."""
-    from .search.params import add_arguments, params_from_args
-
-    return add_arguments, params_from_args
 
 
 def _snippet(text: str, width: int) -> str:
@@ -382,10 +379,15 @@ def cmd_info(args: argparse.Namespace) -> None:
     print(f"segments ({len(stats['segments'])}):")
     for seg in stats["segments"]:
         print(f"  {seg['name']}  {seg['n_docs']:>10} docs  {seg['n_deleted']:>8} deleted")
+    hist = stats["weight_histogram"]
+    top = max(hist["counts"], default=1) or 1
+    print("weight histogram:")
+    for lo, hi, c in zip(hist["edges"], hist["edges"][1:], hist["counts"]):
+        print(f"  [{lo:7.3f}, {hi:7.3f})  {c:>10}  {'#' * round(40 * c / top)}")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    add_approx, _ = _approx_options()
+    from .search.params import add_arguments as add_approx_arguments
 
     parser = argparse.ArgumentParser(prog="sparseir", description="Learned-sparse retrieval: encode, index, search, "
                                      "evaluate. Run 'sparseir COMMAND --help' for a command's options.")
@@ -455,7 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=at_least(1), metavar="N", help="search threads (default: all cores)")
     g.add_argument("--remove-query", action="store_true",
                    help="drop a hit whose id equals its query's id (off by default, as in Pyserini)")
-    add_approx(p)
+    add_approx_arguments(p)
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("eval", help="evaluate an index on a dataset's qrels",
@@ -475,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep a document whose id equals the query id (default: ignored, as in BEIR)")
     p.add_argument("--run-out", metavar="FILE", help="also write the evaluated run in TREC format to this file")
     p.add_argument("--json", action="store_true")
-    add_approx(p)
+    add_approx_arguments(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("encode", help="write sparse vectors as JSONL (Pyserini JsonVectorCollection)",

@@ -11,7 +11,8 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from .errors import UsageError
-from .index.live import IndexWriter, LiveIndex, encoder_info, is_index, open_index
+from .index.live import LiveIndex, is_index, open_index
+from .index.writer import IndexWriter, encoder_info
 
 __all__ = ["build_index", "add_documents", "encoder_info"]
 

@@ -9,8 +9,9 @@ from typing import Any
 _EXPORTS = {
     "FORMAT_VERSION": "format", "IndexFormatError": "format", "LockError": "format",
     "SparseIndex": "segment", "SegmentWriter": "segment_writer",
-    "IndexWriter": "live", "LiveIndex": "live", "open_index": "live", "is_index": "live", "write_index": "live",
-    "write_segment": "live", "encoder_info": "live",
+    "LiveIndex": "live", "open_index": "live", "is_index": "live",
+    "IndexWriter": "writer", "write_index": "writer",
+    "write_segment": "writer", "encoder_info": "writer",
     "MergePolicy": "merge",
 }
 

@@ -52,7 +52,7 @@ def read_commit(path: Path, generation: int) -> dict[str, Any]:
     file = path / commit_name(generation)
     commit = read_json(file, "commit")
     require(commit, file, generation=int, segments=list, settings=dict)
-    require(commit["settings"], file, n_dims=int, scale=(int, float), quantization=str)
+    require(commit["settings"], file, n_dims=int, scale=(int, float, type(None)), quantization=str)
     for seg in commit["segments"]:
         if not isinstance(seg, dict):
             raise IndexFormatError(f"{file}: corrupt segment entry {seg!r}")

@@ -136,9 +136,10 @@ def _group_max(acc: np.ndarray, start: int) -> float:
 
 
 @njit(cache=True)
-def _scan_chunk(acc: np.ndarray, length: int, first: int, k: int, heap_ids: np.ndarray,
+def _scan_chunk(acc: np.ndarray, length: int, first: int, base: int, k: int, heap_ids: np.ndarray,
                 heap_scores: np.ndarray, n: int, zero: bool, dead: np.ndarray) -> int:
-    """Offer ``acc[:length]`` (documents ``first + i``, unless ``dead``) to the heap; optionally zero it.
+    """Offer ``acc[:length]`` (segment documents ``first + i``, unless ``dead``, as positions
+    ``base + first + i``) to the heap; optionally zero it.
 
     Groups of ``GROUP`` scores are first reduced to their maximum; only a group that beats the
     heap's threshold is scanned entry by entry.
@@ -151,7 +152,7 @@ def _scan_chunk(acc: np.ndarray, length: int, first: int, k: int, heap_ids: np.n
         for i in range(g, min(g + GROUP, length)):
             s = acc[i]
             if s > threshold and dead[first + i] == 0:  # strictly: a later equal score loses the tie
-                n = heap_push(heap_scores, heap_ids, n, k, s, first + i)
+                n = heap_push(heap_scores, heap_ids, n, k, s, base + first + i)
                 if n == k:
                     threshold = heap_scores[0]
     if zero:
@@ -174,7 +175,7 @@ def accumulate(offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarray, q_dim
 @njit(cache=True)
 def topk_dense(acc: np.ndarray, k: int, out_ids: np.ndarray, out_scores: np.ndarray) -> int:
     """Best ``k`` positive entries of ``acc``, sorted; returns how many were found."""
-    n = _scan_chunk(acc, acc.shape[0], 0, k, out_ids, out_scores, 0, False, np.zeros(acc.shape[0], np.uint8))
+    n = _scan_chunk(acc, acc.shape[0], 0, 0, k, out_ids, out_scores, 0, False, np.zeros(acc.shape[0], np.uint8))
     heap_sort(out_scores, out_ids, n)
     return n
 
@@ -187,6 +188,52 @@ def search_one(p: Postings, q: Query, acc: np.ndarray, k: int, out_ids: np.ndarr
     """
     if k < 1:
         raise ValueError("k must be >= 1")
+    n = _search_into(p, q, acc, k, 0, out_ids, out_scores, 0)
+    if n != CORRUPT:
+        heap_sort(out_scores, out_ids, n)
+    return n
+
+
+@njit(cache=True)
+def search_segments(segs, bases: np.ndarray, q: Query, acc: np.ndarray, k: int, out_ids: np.ndarray,
+                    out_scores: np.ndarray) -> int:
+    """Exact top-k over several segments (a typed list of :class:`Postings`) into one heap.
+
+    Segment ``s``'s document ``d`` is position ``bases[s] + d``. Segments are scanned in order and
+    a later equal score loses, so ties go to the smaller position, as in one segment.
+    """
+    if k < 1:
+        raise ValueError("k must be >= 1")
+    n = 0
+    for s in range(len(segs)):
+        n = _search_into(segs[s], q, acc, k, bases[s], out_ids, out_scores, n)
+        if n == CORRUPT:
+            return CORRUPT
+    heap_sort(out_scores, out_ids, n)
+    return n
+
+
+@njit(cache=True, parallel=True)
+def search_segments_batch(segs, bases: np.ndarray, qs: Queries, k: int, n_blocks: int, acc_len: int,
+                          out: TopK) -> None:
+    """:func:`search_segments` for a CSR batch of queries, in parallel over blocks of queries."""
+    if k < 1:
+        raise ValueError("k must be >= 1")
+    n_queries = qs.indptr.shape[0] - 1
+    out_ids, out_scores, out_counts = out  # unpacked: Numba's parfors lose writes through tuple fields
+    for b in prange(n_blocks):
+        acc = np.zeros(acc_len, dtype=np.float32)
+        for i in range(b, n_queries, n_blocks):
+            lo, hi = qs.indptr[i], qs.indptr[i + 1]
+            out_counts[i] = search_segments(segs, bases, Query(qs.dims[lo:hi], qs.weights[lo:hi]), acc, k,
+                                            out_ids[i], out_scores[i])
+
+
+@njit(cache=True)
+def _search_into(p: Postings, q: Query, acc: np.ndarray, k: int, base: int, heap_ids: np.ndarray,
+                 heap_scores: np.ndarray, n: int) -> int:
+    """Offer one segment's scores (positions ``base + d``) to a heap of ``n`` entries; returns its
+    new size, or ``CORRUPT`` on a posting outside the segment (``acc`` is zero again either way)."""
     offsets, docs, impacts = p.offsets, p.docs, p.impacts
     n_docs = p.dead.shape[0]
     nq = q.dims.shape[0]
@@ -201,9 +248,7 @@ def search_one(p: Postings, q: Query, acc: np.ndarray, k: int, out_ids: np.ndarr
         if end[j] > cursor[j]:
             n_scored = max(n_scored, np.int64(docs[end[j] - 1]) + 1)
     if n_scored > n_docs:
-        _clear(acc, 0, min(acc.shape[0], n_docs))
         return CORRUPT
-    n = 0
     for lo in range(0, n_scored, CHUNK):
         hi = min(lo + CHUNK, n_scored)
         for j in range(nq):
@@ -219,32 +264,13 @@ def search_one(p: Postings, q: Query, acc: np.ndarray, k: int, out_ids: np.ndarr
                     return CORRUPT
                 acc[d] += w * np.float32(impacts[i])
             cursor[j] = stop
-        n = _scan_chunk(acc, hi - lo, lo, k, out_ids, out_scores, n, True, p.dead)
-    heap_sort(out_scores, out_ids, n)
+        n = _scan_chunk(acc, hi - lo, lo, base, k, heap_ids, heap_scores, n, True, p.dead)
     return n
 
 
 @njit(cache=True)
 def _clear(acc: np.ndarray, lo: int, hi: int) -> None:
     acc[lo:hi] = 0.0
-
-
-@njit(cache=True, parallel=True)
-def search_batch(p: Postings, qs: Queries, k: int, n_blocks: int, out: TopK) -> None:
-    """Exact top-k for a CSR batch of queries, in parallel over blocks of queries.
-
-    Each block owns one chunk-sized accumulator, reused across its queries.
-    """
-    if k < 1:
-        raise ValueError("k must be >= 1")
-    n_queries = qs.indptr.shape[0] - 1
-    out_ids, out_scores, out_counts = out  # unpacked: Numba's parfors lose writes through tuple fields
-    for b in prange(n_blocks):
-        acc = np.zeros(min(p.dead.shape[0], CHUNK), dtype=np.float32)
-        for i in range(b, n_queries, n_blocks):
-            lo, hi = qs.indptr[i], qs.indptr[i + 1]
-            out_counts[i] = search_one(p, Query(qs.dims[lo:hi], qs.weights[lo:hi]), acc, k, out_ids[i],
-                                       out_scores[i])
 
 
 @njit(cache=True, parallel=True)
@@ -286,7 +312,7 @@ def search_one_split(p: Postings, q: Query, acc: np.ndarray, k: int, out_ids: np
         if counts[part] == CORRUPT:
             row[:] = 0.0
         else:
-            counts[part] = _scan_chunk(row, max(hi - lo, 0), lo, k, part_ids[part], part_scores[part], 0, True,
+            counts[part] = _scan_chunk(row, max(hi - lo, 0), lo, 0, k, part_ids[part], part_scores[part], 0, True,
                                        p.dead)
     n = 0
     for part in range(n_parts):  # merge: offer every part's survivors to one heap, in id order

@@ -15,8 +15,10 @@ from ..errors import SparseirError, UsageError
 from ..index.format import IndexFormatError
 from ..index.live import LiveIndex, open_index
 from ..index.segment import SparseIndex
-from .kernels import CORRUPT, Postings, Queries, Query as QueryArrays, TopK, search_batch, search_one, \
-    search_one_split
+from numba.typed import List as TypedList
+
+from .kernels import (CORRUPT, Postings, Queries, Query as QueryArrays, TopK, search_one_split, search_segments,
+                      search_segments_batch)
 from .params import check_k
 
 if TYPE_CHECKING:
@@ -101,6 +103,7 @@ class Searcher:
         self.index = index
         self._postings = [Postings(s.offsets, s.docs, s.impacts, d if d is not None else np.zeros(s.n_docs, np.uint8))
                           for s, d in zip(index.segments, index.dead)]
+        self._segs = TypedList(self._postings) if self._postings else None
         self._acc = np.zeros(max((min(s.n_docs, 1 << 20) for s in index.segments), default=0), dtype=np.float32)
         self._split_acc = np.zeros((0, 0), dtype=np.float32)
         self._term_ids: dict[str, int] | None = None
@@ -180,8 +183,8 @@ class Searcher:
                        threads: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Top-k global document positions ``[n, k]``, scores ``[n, k]`` and hit counts ``[n]``.
 
-        Each segment is searched with its deletions applied; the per-segment top-k lists are
-        merged by (score desc, position asc), which equals a single fresh segment's order.
+        The segments are scanned in order into one heap, deletions applied, so ties go to the
+        smaller position and the order equals a single fresh segment's.
         """
         check_k(k)
         q = sp.csr_matrix(queries, dtype=np.float32)
@@ -189,32 +192,38 @@ class Searcher:
         weights = q.data * np.float32(self.index.scale)  # fold the dequantisation scale into the query
         qs = Queries(q.indptr, q.indices, weights)
         n = q.shape[0]
-        parts = [self._search_segment(s, qs, k, threads) for s in range(len(self._postings))]
-        return merge_topk(parts, self.index.bases, n, k)
-
-    def _search_segment(self, s: int, qs: Queries, k: int, threads: int | None) -> TopK:
-        """Top-k of one segment, internal ids; raises on a corrupt segment."""
-        p = self._postings[s]
-        n = qs.indptr.shape[0] - 1
         out = TopK(np.zeros((n, k), dtype=np.int64), np.zeros((n, k), dtype=np.float32), np.zeros(n, dtype=np.int64))
-        n_docs = p.dead.shape[0]
+        if self._segs is None or n == 0:
+            return out
         with numba_threads(threads):
+            if n == 1 and numba.get_num_threads() > 1 and max(p.dead.shape[0] for p in self._postings) >= SPLIT_MIN_DOCS:
+                return merge_topk([self._split_segment(s, qs, k) for s in range(len(self._postings))],
+                                  self.index.bases, n, k)
             if n == 1:
-                q = QueryArrays(qs.dims, qs.weights)
-                parts = numba.get_num_threads() if n_docs >= SPLIT_MIN_DOCS else 1
-                if parts > 1:  # one query, several cores: split the document range
-                    shape = (parts, -(-n_docs // parts))
-                    if self._split_acc.shape != shape:
-                        self._split_acc = np.zeros(shape, dtype=np.float32)
-                    out.counts[0] = search_one_split(p, q, self._split_acc, k, out.ids[0], out.scores[0])
-                else:
-                    out.counts[0] = search_one(p, q, self._acc, k, out.ids[0], out.scores[0])
-            elif n:
-                search_batch(p, qs, k, min(n, 4 * numba.get_num_threads()), out)
-        if (out.counts == CORRUPT).any():
-            raise IndexFormatError(f"{self.index.segments[s].path}: posting document ids out of range, the index is "
-                                   "corrupt (run `sparseir check`)")
+                out.counts[0] = search_segments(self._segs, self.index.bases, QueryArrays(qs.dims, qs.weights),
+                                                self._acc, k, out.ids[0], out.scores[0])
+            else:
+                search_segments_batch(self._segs, self.index.bases, qs, k, min(n, 4 * numba.get_num_threads()),
+                                      len(self._acc), out)
+        self._check(out.counts)
         return out
+
+    def _split_segment(self, s: int, qs: Queries, k: int) -> TopK:
+        """One query on one segment, split across threads over its document range."""
+        p = self._postings[s]
+        out = TopK(np.zeros((1, k), dtype=np.int64), np.zeros((1, k), dtype=np.float32), np.zeros(1, dtype=np.int64))
+        shape = (numba.get_num_threads(), -(-p.dead.shape[0] // numba.get_num_threads()))
+        if self._split_acc.shape != shape:
+            self._split_acc = np.zeros(shape, dtype=np.float32)
+        out.counts[0] = search_one_split(p, QueryArrays(qs.dims, qs.weights), self._split_acc, k, out.ids[0],
+                                         out.scores[0])
+        self._check(out.counts)
+        return out
+
+    def _check(self, counts: np.ndarray) -> None:
+        if (counts == CORRUPT).any():
+            raise IndexFormatError(f"{self.index.path}: posting document ids out of range in a segment, the index is "
+                                   "corrupt (run `sparseir check`)")
 
     def search(self, query: Query, k: int = 10) -> list[Hit]:
         """Exact top-k documents for one query, best first (ties: earlier inserted document first)."""
