@@ -79,7 +79,7 @@ def test_every_mode_encodes_documents_and_queries(encoders, mode):
         assert (m.data > 0).all()
     assert (docs.getnnz(axis=1)[: len(DOCS)] > 0).all() and docs.getnnz(axis=1)[len(DOCS):].sum() == 0
     assert enc.last_docs_per_second > 0
-    top = [t for t, _ in enc.decode(docs[0], top_k=30)]
+    top = [t for t, _ in enc.decode(docs[0], top_k=30)[0]]
     assert {"bone", "density", "menopause", "women", "age"} & set(top), top
 
 
@@ -122,7 +122,7 @@ def test_vocabulary_names_are_readable_and_unique(encoders):
     assert enc.terms[bone] == "bone" and enc.terms[inner] == "##bone"
     assert not any("Ġ" in t or "Ċ" in t for t in enc.terms if not t.startswith("<"))
     assert enc.terms[tok.convert_tokens_to_ids("Ã")] == "<0xC3>"
-    decoded = enc.decode(enc.encode_document(DOCS[:1]), top_k=50)
+    (decoded,) = enc.decode(enc.encode_document(DOCS[:1]), top_k=50)
     assert all(t.strip() == t and t for t, _ in decoded)
 
 
@@ -148,7 +148,7 @@ def test_prompt_keeps_only_the_texts_words(encoders):
     allowed = enc.input_vocabulary(DOCS[:2]).cpu().numpy()
     for i in range(2):
         assert allowed[i, vec[i].indices].all()
-    assert {"bone", "density"} & {t for t, _ in enc.decode(vec[0])}
+    assert {"bone", "density"} & {t for t, _ in enc.decode(vec[0])[0]}
 
 
 def test_max_active_dims():
@@ -184,7 +184,7 @@ def test_index_search_and_cli(tmp_path, encoders, capsys):
     enc = encoders["echo"]
     index = build_index([(f"d{i}", t) for i, t in enumerate(DOCS)], enc, tmp_path / "idx", quantize="float32",
                         show_progress_bar=False)
-    assert index.terms.tolist() == enc.terms
+    assert list(index.terms) == enc.terms
     searcher = Searcher(tmp_path / "idx")  # rebuilds the encoder from the manifest
     hits = searcher.search("osteoporosis and bone density in older women", k=2)
     assert hits[0].doc_id == "d0"
