@@ -29,7 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = ("sparseir.bench.cli", "sparseir.sae.cli", "s
 
 def _encoder_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     names = ("max_length", "query_max_length", "batch_size", "max_active_dims", "device", "pooling",
-             "mode", "score", "doc_template", "query_template", "mask")
+             "mode", "attention", "adapter", "word_start", "score", "doc_template", "query_template", "mask")
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
 
@@ -71,8 +71,15 @@ def _add_encoder_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=at_least(1), metavar="N", help="texts per forward pass (default 32)")
     g.add_argument("--device", help="torch device; default: cuda if available, else cpu")
     g = p.add_argument_group("LLM encoder (llm:...)")
-    g.add_argument("--mode", choices=("plain", "echo", "prompt"), help="positions pooled (default prompt)")
-    g.add_argument("--score", choices=("logits", "logprob"), help="token score before log(1+ReLU) (default logprob)")
+    g.add_argument("--mode", choices=("plain", "echo", "prompt"),
+                   help="positions pooled (default prompt with causal attention, plain with bidirectional)")
+    g.add_argument("--attention", choices=("causal", "bidirectional"),
+                   help="attention mask (default causal, or the one an --adapter was trained with)")
+    g.add_argument("--adapter", metavar="DIR", help="a LoRA adapter from `sparseir train mntp` (LLM2Vec-style)")
+    g.add_argument("--no-word-start", dest="word_start", action="store_false", default=None,
+                   help="keep word-piece continuation tokens as dimensions")
+    g.add_argument("--score", choices=("logits", "logprob", "pmi"),
+                   help="token score before log(1+ReLU) (default pmi in prompt mode, else logprob)")
     g.add_argument("--doc-template", help="document template with {text} placeholder(s)")
     g.add_argument("--query-template", help="query template with {text} placeholder(s)")
     g.add_argument("--no-mask", dest="mask", action="store_false", default=None,

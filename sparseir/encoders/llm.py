@@ -51,7 +51,7 @@ from typing import Any, Callable
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from .base import EncoderError, SparseEncoder, module_fingerprint
+from .base import EncoderError, SparseEncoder, module_fingerprint, position_limit
 from .mlm import CHARS_PER_TOKEN, load_pretrained, resolve_model_path
 from .pooling import POOLINGS, pool_logits
 
@@ -327,8 +327,6 @@ class LLMSparseEncoder(SparseEncoder):
         score = score if score is not None else ("pmi" if mode == "prompt" else "logprob")
         if score not in SCORES:
             raise EncoderError(f"score must be one of {SCORES}, got {score!r}")
-        if max_length < 1 or query_max_length < 1:
-            raise EncoderError("max_length and query_max_length must be >= 1")
         self.mode, self.attention, self.pooling, self.score = mode, attention, pooling, score
         self.mask, self.word_start = bool(mask), bool(word_start)
         self.doc_template = doc_template if doc_template is not None else TEMPLATES[mode][0]
@@ -336,13 +334,15 @@ class LLMSparseEncoder(SparseEncoder):
         self._pieces = {False: _split_template(self.doc_template, mode),
                         True: _split_template(self.query_template, mode)}
         self.restrict_to_input = (mode == "prompt") if restrict_to_input is None else bool(restrict_to_input)
-        self.max_length, self.query_max_length = max_length, query_max_length
         self.max_chunk_elements = max_chunk_elements
         path, self.gguf_file = find_gguf(resolve_model_path(str(model_name_or_path)), gguf_file)
         self.model_name_or_path = path
         loaded = _load(path, self.gguf_file, str(self.device), self.adapter)
         self.tokenizer, self.model, self._terms, self.special_ids, self.noise_ids, self.piece_ids = loaded
         self.vocab = self.model.config.vocab_size
+        limit = position_limit(self.model, self.tokenizer)
+        self.max_length = self._check_max_length(max_length, limit, "--max-length")
+        self.query_max_length = self._check_max_length(query_max_length, limit, "--query-max-length")
         excluded = set(range(len(self.tokenizer), self.vocab))
         if self.mask:
             excluded |= set(self.special_ids) | set(self.noise_ids)
