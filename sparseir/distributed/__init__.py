@@ -1,13 +1,28 @@
 """Scale-out: sharded indexes, exact merged search, and Ray for distributed encoding and search.
 
 Ray is optional (``pip install sparseir[ray]``): a sharded index can be built and searched in one
-process too. Nothing here imports Ray until a Ray path is used.
+process too. Importing this package is cheap (for the CLI); the rest loads on first use, and
+nothing imports Ray until a Ray path is used.
 """
 
-from .build import build_sharded_index, write_sharded_index
-from .merge import ShardHits, merge_topk
-from .searcher import ShardedSearcher, ShardError
-from .shardmap import ShardMap, ShardMapError, is_sharded, route, shard_of
+from importlib import import_module
+from typing import Any
 
-__all__ = ["ShardError", "ShardHits", "ShardMap", "ShardMapError", "ShardedSearcher", "build_sharded_index", "write_sharded_index",
-           "is_sharded", "merge_topk", "route", "shard_of"]
+from .api import add_arguments, check_arguments, open_searcher
+
+_LAZY = {
+    "build_sharded_index": "build", "write_sharded_index": "build",
+    "ShardHits": "merge", "merge_topk": "merge",
+    "ShardedSearcher": "searcher", "ShardError": "searcher",
+    "ShardMap": "shardmap", "ShardMapError": "shardmap", "is_sharded": "shardmap", "route": "shardmap",
+    "shard_of": "shardmap",
+    "RaySearcher": "actors",
+}
+
+__all__ = ["add_arguments", "check_arguments", "open_searcher", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
