@@ -7,6 +7,7 @@ Every call fans out as Ray tasks on the shard actors. A dead actor is restarted 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,12 @@ class RaySearcher(ShardedSearcher):
     """:class:`ShardedSearcher` whose shards live in Ray actors (``SPREAD`` over the nodes).
 
     The index folder must be readable at the same path on every node (a shared or replicated
-    filesystem). ``timeout`` bounds each retried call in seconds.
+    filesystem). Each actor reserves ``num_cpus`` (default: one CPU, or an equal share of the
+    cluster's CPUs when there are fewer CPUs than shards). ``timeout`` bounds a retried call, in seconds.
     """
 
     def __init__(self, path: str | Path, encoder=None, params: ApproxParams | None = None, *,
-                 address: str | None = None, num_cpus: float = 1, max_restarts: int = 3,
+                 address: str | None = None, num_cpus: float | None = None, max_restarts: int = 3,
                  timeout: float | None = 120) -> None:
         connect(address)
         self.num_cpus, self.max_restarts, self.timeout = num_cpus, max_restarts, timeout
@@ -37,7 +39,10 @@ class RaySearcher(ShardedSearcher):
         ray.get([a.ping.remote() for a in self._shards])  # fail now, not on the first query
 
     def _open(self, encoder) -> list[Any]:
-        actor = ray.remote(Shard).options(num_cpus=self.num_cpus, max_restarts=self.max_restarts,
+        cpus = self.num_cpus
+        if cpus is None:
+            cpus = min(1.0, ray.cluster_resources().get("CPU", 1) / self.map.n_shards)
+        actor = ray.remote(Shard).options(num_cpus=cpus, max_restarts=self.max_restarts,
                                           max_task_retries=0, scheduling_strategy="SPREAD")
         return [actor.remote(str(self.path), s, encoder, self.params) for s in range(self.map.n_shards)]
 
@@ -61,11 +66,24 @@ class RaySearcher(ShardedSearcher):
                 out.append(ray.get(ref))
             except _FAILURES:
                 try:
+                    self._wait_restarted(s)
                     out.append(ray.get(getattr(self._shards[s], method).remote(*args), timeout=self.timeout))
                 except _FAILURES as e:
                     raise ShardError(f"{self.path}: shard {s} ({self.map.shard_dir(s)}) failed after a restart "
                                      f"and one retry: {type(e).__name__}: {e}") from None
         return out
+
+    def _wait_restarted(self, shard: int) -> None:
+        """Wait (up to ``timeout``) until Ray has restarted the actor of ``shard``."""
+        deadline = time.monotonic() + (self.timeout or float("inf"))
+        while True:
+            try:
+                ray.get(self._shards[shard].ping.remote(), timeout=max(0.0, deadline - time.monotonic()))
+                return
+            except ActorUnavailableError:  # restarting: ask again shortly
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
     def close(self) -> None:
         """Stop the shard actors."""

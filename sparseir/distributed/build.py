@@ -212,6 +212,5 @@ def _encode_ray(corpus: Iterable[Any], args: tuple, workers: int | None, ray_add
     ds = ray.data.from_items(list(_rows(corpus)))
     ds = ds.map_batches(EncodeToShards, fn_constructor_args=args, batch_size=chunk_size, batch_format="numpy",
                         compute=ray.data.ActorPoolStrategy(size=workers),
-                        **({"num_gpus": 1} if gpus else {"num_cpus": 1}),
-                        max_restarts=-1, max_task_retries=-1)
+                        **({"num_gpus": 1} if gpus else {"num_cpus": 1}))  # Ray Data restarts dead actors, retries
     yield from ds.iter_batches(batch_size=None, batch_format="numpy")
