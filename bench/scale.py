@@ -145,9 +145,11 @@ def report(r: dict) -> str:
         f"(one per CPU), 2 shards, staging and commit included; Ray started in {e['ray_start_seconds']:.1f} s "
         "(not included).", "",
         "| path | docs/s |", "|---|---:|",
-        f"| in-process `build_index` (torch, {e['torch_threads_in_process']} threads) | {e['in_process_docs_per_s']:.1f} |",
+        f"| in-process `build_index` (torch, {e['torch_threads_in_process']} threads) "
+        f"| {e['in_process_docs_per_s']:.1f} |",
         f"| `build_sharded_index` on local Ray | {e['ray_docs_per_s']:.1f} |", "",
-        f"Ray / in-process: {e['ray_over_in_process']:.2f}x. No GPU here: the GPU path (`num_gpus=1` actors) is untested.",
+        f"Ray / in-process: {e['ray_over_in_process']:.2f}x. No GPU here: the GPU path (`num_gpus=1` actors) "
+        "is untested.",
         "", "## Search: unsharded against 1, 2, 4 shards", "",
         f"{s['docs']:,} realtext documents from the vector cache "
         f"({'complete' if s['complete_cache'] else 'the parts cached when the benchmark ran, not the full 366,372'}), "
@@ -157,7 +159,8 @@ def report(r: dict) -> str:
         *[f"| {name} | {v['p50_ms']:.2f} | {v['p99_ms']:.2f} | {v['single_qps']:.0f} | {v['batch_qps']:.0f} |"
           for name, v in s["runs"].items()], "",
         "## Memory", "",
-        f"Unsharded uint8 index, {m['n_docs']:,} docs, {m['n_postings']:,} postings ({m['postings_per_doc']:.1f} per doc).",
+        f"Unsharded uint8 index, {m['n_docs']:,} docs, {m['n_postings']:,} postings "
+        f"({m['postings_per_doc']:.1f} per doc).",
         "", "| | per 1M postings | per 1M docs |", "|---|---:|---:|",
         f"| disk | {m['disk_bytes_per_1M_postings'] / 2**20:.2f} MiB | {m['disk_bytes_per_1M_docs'] / 2**20:.1f} MiB |",
         f"| resident (searcher, all arrays touched) | {m['resident_bytes_per_1M_postings'] / 2**20:.2f} MiB | "

@@ -28,7 +28,7 @@ from ..errors import UsageError
 from ..index import IndexWriter
 from ..indexing import encoder_info
 from .shard import SEQ_DIR, seq_path
-from .shardmap import ShardMap, check_shards, route
+from .shardmap import ShardMap, check_shards, route, shard_dir
 
 STAGING = "staging"
 BUILD_INFO = "build.json"
@@ -75,7 +75,7 @@ def stage_batch(staging: Path, n_shards: int, seqs: np.ndarray, ids: list[str], 
         rows = np.flatnonzero(shards == s)
         part = x[rows]
         name = _part_name(int(seqs[rows[0]]))
-        folder = staging / ShardMap(1).shard_dir(int(s))
+        folder = staging / shard_dir(int(s))
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".{name}.tmp-{os.getpid()}"
         with open(tmp, "wb") as f:
@@ -93,8 +93,7 @@ def stage_batch(staging: Path, n_shards: int, seqs: np.ndarray, ids: list[str], 
 def _commit_shard(staging: Path, out: Path, shard: int, parts: list[str], terms: list[str], *, quantize: str,
                   max_weight: float, encoder: dict[str, Any]) -> int:
     """Write shard ``shard`` from its staged parts in sequence order; returns its document count."""
-    smap = ShardMap(1)
-    folder = staging / smap.shard_dir(shard)
+    folder = staging / shard_dir(shard)
     loaded = []
     for name in sorted(parts):
         with np.load(folder / name) as z:
@@ -102,7 +101,7 @@ def _commit_shard(staging: Path, out: Path, shard: int, parts: list[str], terms:
     seqs = np.concatenate([p["seqs"] for p in loaded]) if loaded else np.zeros(0, np.int64)
     if np.any(np.diff(seqs) <= 0):
         raise RuntimeError(f"shard {shard}: staged parts overlap in sequence numbers")
-    with IndexWriter(out / smap.shard_dir(shard), terms, quantize=quantize, encoder=encoder) as w:
+    with IndexWriter(out / shard_dir(shard), terms, quantize=quantize, encoder=encoder) as w:
         for p in loaded:
             w.add(p["ids"].tolist(), sp.csr_matrix((p["data"], p["indices"], p["indptr"]),
                                                    shape=(len(p["ids"]), len(terms))))

@@ -10,14 +10,14 @@ import scipy.sparse as sp
 
 from ..search import ApproxParams, ApproxSearcher, Contribution, Searcher
 from .merge import ShardHits
-from .shardmap import ShardMap
+from .shardmap import ShardMap, shard_dir
 
 SEQ_DIR = "seq"
 
 
 def seq_path(folder: Path, shard: int) -> Path:
     """The global sequence numbers of a shard's documents, in the shard's internal order."""
-    return folder / SEQ_DIR / f"{ShardMap(1).shard_dir(shard)}.npy"
+    return folder / SEQ_DIR / f"{shard_dir(shard)}.npy"
 
 
 class Shard:
@@ -25,10 +25,9 @@ class Shard:
 
     def __init__(self, folder: str | Path, shard: int, encoder=None, params: ApproxParams | None = None) -> None:
         folder = Path(folder)
-        smap = ShardMap.load(folder)
+        ShardMap.load(folder)  # a clear error if this is not a sharded index
         self.shard = shard
-        self.name = f"{folder / smap.shard_dir(shard)}"
-        path = folder / smap.shard_dir(shard)
+        path = folder / shard_dir(shard)
         self.searcher = ApproxSearcher(path, encoder, params) if params else Searcher(path, encoder)
         self.seqs = np.load(seq_path(folder, shard), mmap_mode="r")
 

@@ -33,6 +33,11 @@ def shard_of(doc_id: str, n_shards: int) -> int:
     return int.from_bytes(digest, "little") % n_shards
 
 
+def shard_dir(shard: int) -> str:
+    """The folder name of shard ``shard`` inside a sharded index."""
+    return f"shard-{shard:03d}"
+
+
 def route(doc_ids: list[str], n_shards: int) -> np.ndarray:
     """The shard of every id, as an int array."""
     return np.fromiter((shard_of(d, n_shards) for d in doc_ids), dtype=np.int64, count=len(doc_ids))
@@ -60,7 +65,7 @@ class ShardMap:
     version: int = VERSION
 
     def shard_dir(self, shard: int) -> str:
-        return f"shard-{shard:03d}"
+        return shard_dir(shard)
 
     @property
     def shard_dirs(self) -> list[str]:
