@@ -54,15 +54,31 @@ def query_vectors(scifact_slice, splade_tiny):
     return list(splade_tiny.encode_query(list(load_queries(scifact_slice).values())))
 
 
-def _pids(title: bytes) -> list[int]:
-    """Processes whose title (set by Ray) starts with ``title``."""
-    pids = []
+def _descendants(root: int) -> set[int]:
+    """Processes below ``root`` (this test's local Ray cluster), never anyone else's."""
+    parents = {}
     for p in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{p}/stat", encoding="ascii", errors="replace") as f:
+                parents[int(p)] = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    found, frontier = set(), {root}
+    while frontier:
+        frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - found
+        found |= frontier
+    return found
+
+
+def _pids(title: bytes) -> list[int]:
+    """This test's processes whose title (set by Ray) starts with ``title``."""
+    pids = []
+    for p in _descendants(os.getpid()):
         try:
             with open(f"/proc/{p}/cmdline", "rb") as f:
                 if f.read().startswith(title):
-                    pids.append(int(p))
-        except (OSError, ValueError):
+                    pids.append(p)
+        except OSError:
             continue
     return pids
 
