@@ -45,7 +45,7 @@ from sparseir.evaluate import evaluate
 from sparseir.index import SparseIndex, write_index
 from sparseir.search.approx import ApproxParams
 from sparseir.search.approx_kernels import forward_index
-from sparseir.search.kernels import accumulate, search_one, topk_dense
+from sparseir.search.kernels import Postings, Query, accumulate, search_one, topk_dense
 from sparseir.timing import single_thread
 
 QUERY_LEVELS = 32  # BMP's MAX_TERM_WEIGHT
@@ -163,8 +163,10 @@ def exact_kernel_ablation(index: SparseIndex, queries: sp.csr_matrix, repeats: i
         topk_dense(acc, K, ids, scores)
         acc[:] = 0.0
 
+    postings = Postings(offsets, docs, impacts, np.zeros(index.n_docs, np.uint8))
+
     def blocked(d, w):
-        search_one(offsets, docs, impacts, d, w, acc, K, ids, scores)
+        search_one(postings, Query(d, w), acc, K, ids, scores)
 
     out = {}
     for name, fn in (("unblocked_taat_us", unblocked), ("blocked_taat_us", blocked)):

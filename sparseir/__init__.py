@@ -16,15 +16,20 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "load_corpus": "corpus", "load_queries": "corpus", "load_qrels": "corpus", "Document": "corpus",
     "CorpusError": "corpus",
-    "SparseEncoder": "encoders", "MLMSparseEncoder": "encoders", "load_encoder": "encoders",
-    "EncoderError": "encoders",
+    "SparseEncoder": "encoders", "MLMSparseEncoder": "encoders", "LLMSparseEncoder": "encoders",
+    "SAESparseEncoder": "encoders", "load_encoder": "encoders", "EncoderError": "encoders",
+    "SparseirError": "errors", "UsageError": "errors",
     "SparseIndex": "index", "IndexWriter": "index", "write_index": "index", "IndexFormatError": "index",
     "build_index": "indexing",
     "Searcher": "search", "Hit": "search", "Contribution": "search", "ApproxSearcher": "search",
     "ApproxParams": "search",
-    "evaluate": "evaluate",
     "rrf": "fusion", "convex": "fusion",
 }
+
+
+# Imported now (it is light): the function shares its name with its module, and a lazy lookup would
+# hand back the module once ``sparseir.evaluate`` has been imported.
+from .evaluate import evaluate  # noqa: E402
 
 
 def __getattr__(name: str) -> Any:
@@ -33,4 +38,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'sparseir' has no attribute {name!r}")
 
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, "evaluate"])

@@ -46,3 +46,33 @@ def atomic_dir(out: str | Path) -> Iterator[Path]:
 def dir_bytes(path: str | Path) -> int:
     """Total size in bytes of the files under ``path``."""
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Make a rename or file creation inside directory ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically and durably: temp file, fsync, rename, fsync the folder.
+
+    A crash leaves either the old file (or none) or the new one, plus at most a ``.tmp-*`` file
+    that the next writer removes.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    fsync_dir(path.parent)

@@ -1,39 +1,85 @@
-"""The ``sparseir`` command line: a thin layer over the library."""
+"""The ``sparseir`` command line: a thin layer over the library.
+
+Exit codes: 0 on success; 2 for a user error (bad input, an option out of range, a bad or locked
+index), printed as one line ``sparseir: error: ...`` naming the file, line, id or option at fault;
+130 when interrupted (SIGINT, Ctrl-C) and 143 when terminated (SIGTERM), with one line
+``sparseir: interrupted``. A signal unwinds the command normally, so temporary files and folders
+are removed and no partial output is published. Any other exception is a bug and shows its traceback.
+
+Building the parser imports neither torch nor transformers: each command imports what it uses.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import json
-import os
+import signal
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from .errors import SparseirError, UsageError
+
 #: Modules that add their own subcommands through ``register(subparsers)``.
-COMMAND_MODULES: tuple[str, ...] = ("sparseir.bench.cli", "sparseir.sae.cli")
+COMMAND_MODULES: tuple[str, ...] = ("sparseir.bench.cli", "sparseir.sae.cli", "sparseir.serve.cli", "sparseir.train.cli")
 
 
 def _encoder_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     names = ("max_length", "query_max_length", "batch_size", "max_active_dims", "device", "pooling",
-             "mode", "score", "doc_template", "query_template", "mask")
+             "mode", "attention", "adapter", "word_start", "score", "doc_template", "query_template", "mask")
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
+def at_least(low: float, kind: type = int) -> Callable[[str], Any]:
+    """An argparse ``type`` accepting a ``kind`` number >= ``low`` (argparse reports a bad one, exit code 2)."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if not value >= low:  # also rejects NaN
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def positive(text: str) -> float:
+    """An argparse ``type`` for a finite number > 0."""
+    value = at_least(0.0, float)(text)
+    if value == 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
 
 
 def _add_encoder_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("encoder")
     g.add_argument("--encoder", required=True, metavar="SPEC",
                    help="'mlm:PATH_OR_ID', 'llm:PATH_OR_ID', 'sae:PATH', or a model path (family auto-detected)")
-    g.add_argument("--max-length", type=int, help="document token limit (MLM default 256)")
-    g.add_argument("--query-max-length", type=int, help="query token limit (MLM default 64)")
+    g.add_argument("--max-length", type=at_least(1), metavar="N",
+                   help="document token limit, 1..the model's position limit (MLM default 256)")
+    g.add_argument("--query-max-length", type=at_least(1), metavar="N",
+                   help="query token limit, 1..the model's position limit (MLM default 64)")
     g.add_argument("--pooling", choices=("max", "sum"), help="pooling over tokens (default max)")
-    g.add_argument("--max-active-dims", type=int, help="keep only the top-N dimensions of every vector")
-    g.add_argument("--batch-size", type=int, help="texts per forward pass (default 32)")
+    g.add_argument("--max-active-dims", type=at_least(1), metavar="N",
+                   help="keep only the top-N dimensions of every vector")
+    g.add_argument("--batch-size", type=at_least(1), metavar="N", help="texts per forward pass (default 32)")
     g.add_argument("--device", help="torch device; default: cuda if available, else cpu")
     g = p.add_argument_group("LLM encoder (llm:...)")
-    g.add_argument("--mode", choices=("plain", "echo", "prompt"), help="positions pooled (default prompt)")
-    g.add_argument("--score", choices=("logits", "logprob"), help="token score before log(1+ReLU) (default logprob)")
+    g.add_argument("--mode", choices=("plain", "echo", "prompt"),
+                   help="positions pooled (default prompt with causal attention, plain with bidirectional)")
+    g.add_argument("--attention", choices=("causal", "bidirectional"),
+                   help="attention mask (default causal, or the one an --adapter was trained with)")
+    g.add_argument("--adapter", metavar="DIR", help="a LoRA adapter from `sparseir train mntp` (LLM2Vec-style)")
+    g.add_argument("--no-word-start", dest="word_start", action="store_false", default=None,
+                   help="keep word-piece continuation tokens as dimensions")
+    g.add_argument("--score", choices=("logits", "logprob", "pmi"),
+                   help="token score before log(1+ReLU) (default pmi in prompt mode, else logprob)")
     g.add_argument("--doc-template", help="document template with {text} placeholder(s)")
     g.add_argument("--query-template", help="query template with {text} placeholder(s)")
     g.add_argument("--no-mask", dest="mask", action="store_false", default=None,
@@ -41,121 +87,305 @@ def _add_encoder_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_corpus_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("corpus", help="BEIR folder, .jsonl, .tsv (id<TAB>text), or irds:<ir_datasets id>")
+    p.add_argument("corpus", help="BEIR folder, .jsonl, .tsv (id<TAB>text), each optionally .gz or .zst, "
+                                  "or irds:<ir_datasets id>")
     p.add_argument("--id-field", default="_id", help="JSONL id field (default _id)")
     p.add_argument("--text-fields", default="title,text", help="comma-separated JSONL text fields (default title,text)")
+    _add_tsv_header_option(p)
+
+
+def _add_tsv_header_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tsv-header", action=argparse.BooleanOptionalAction, default=None,
+                   help="a TSV's first row is (--tsv-header) or is not (--no-tsv-header) a header; default: "
+                        "detected from its first column (id, docid, qid, ...)")
 
 
 def _corpus(args: argparse.Namespace):
     from .corpus import load_corpus
 
-    return load_corpus(args.corpus, id_field=args.id_field, text_fields=args.text_fields.split(","))
+    return load_corpus(args.corpus, id_field=args.id_field, text_fields=args.text_fields.split(","),
+                       tsv_header=args.tsv_header)
 
 
 def cmd_index(args: argparse.Namespace) -> None:
     from .encoders import load_encoder
     from .indexing import build_index
 
+    _check_positive(args, "chunk_size")
     corpus = _corpus(args)
     encoder = load_encoder(args.encoder, **_encoder_kwargs(args))
-    out = args.out or Path("index") / f"{Path(args.corpus.removeprefix('irds:')).name}-{encoder.name}"
+    model = Path(str(encoder.config().get("model", ""))).name
+    out = args.out or Path("index") / f"{Path(args.corpus.removeprefix('irds:')).name}-{encoder.name}-{model}"
     index = build_index(corpus, encoder, out, quantize=args.quantize, chunk_size=args.chunk_size,
-                        overwrite=args.overwrite)
-    m = index.manifest
-    print(f"indexed {m['n_docs']} documents ({m['n_empty_docs']} empty) into {index.path}: "
-          f"{m['n_postings']} postings, {index.nbytes / 2**20:.1f} MiB, "
-          f"{m['docs_per_second']} docs/s on {m['encoder']['device']}")
+                        overwrite=args.overwrite, store=not args.no_store, allow_empty=args.allow_empty)
+    s = index.stats()
+    print(f"indexed {s['n_docs']} documents ({s['n_empty_docs']} empty) into {index.path}: "
+          f"{s['n_postings']} postings, {s['bytes'] / 2**20:.1f} MiB, "
+          f"{index.build_info['docs_per_second']} docs/s on {s['encoder']['device']}, commit {index.generation}")
+
+
+def _check_positive(args: argparse.Namespace, name: str) -> None:
+    from .errors import UsageError
+
+    value = getattr(args, name)
+    if value is not None and value < 1:
+        raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+
+
+def _require_index(path: str) -> None:
+    from .errors import UsageError
+    from .index import is_index
+
+    if not is_index(path):
+        raise UsageError(f"{path}: not a sparseir index (create one with `sparseir index`)")
+
+
+def cmd_add(args: argparse.Namespace) -> None:
+    from .index import IndexWriter
+    from .indexing import add_documents
+
+    _check_positive(args, "chunk_size")
+    _require_index(args.index)
+    corpus = _corpus(args)
+    with IndexWriter(args.index) as writer:
+        n = add_documents(writer, corpus, chunk_size=args.chunk_size, upsert=args.upsert)
+        gen = writer.commit()
+    print(f"added {n} documents to {args.index}, commit {gen}")
+
+
+def cmd_delete(args: argparse.Namespace) -> None:
+    from .errors import UsageError
+    from .index import IndexWriter
+
+    ids = list(args.ids)
+    if args.ids_file:
+        try:
+            with open(args.ids_file, encoding="utf-8") as f:
+                ids += [line.strip() for line in f if line.strip()]
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"{args.ids_file}: cannot read ids ({e})") from None
+    if not ids:
+        raise UsageError("no ids to delete: give IDS or --ids-file FILE")
+    _require_index(args.index)
+    with IndexWriter(args.index) as writer:
+        missing = writer.delete(ids)
+        gen = writer.commit()
+    print(f"deleted {len(set(ids)) - len(missing)} documents from {args.index}, commit {gen}")
+    if missing:
+        shown = ", ".join(repr(i) for i in missing[:20]) + (" ..." if len(missing) > 20 else "")
+        raise UsageError(f"{len(missing)} ids are not in the index: {shown}")
+
+
+def cmd_optimize(args: argparse.Namespace) -> None:
+    from .index import IndexWriter
+
+    _check_positive(args, "max_segments")
+    _require_index(args.index)
+    with IndexWriter(args.index) as writer:
+        writer.optimize(args.max_segments)
+        gen = writer.commit()
+    print(f"optimized {args.index} to at most {args.max_segments} segment(s), commit {gen}")
+
+
+def cmd_check(args: argparse.Namespace) -> None:
+    from .index import open_index
+    from .index.check import check_postings
+
+    index = open_index(args.index, verify=True)
+    index.verify()
+    for seg in index.segments:
+        check_postings(seg)
+    print(f"{index.path}: OK, commit {index.generation}, {len(index.segments)} segments, {index.n_docs} live "
+          f"documents, every checksum and posting list valid")
 
 
 def _searcher(args: argparse.Namespace):
     from .search import Searcher
-    from .search.approx import ApproxSearcher, params_from_args
+    from .search.approx import ApproxSearcher
+    from .search.params import params_from_args
 
     params = params_from_args(args)
     return ApproxSearcher(args.index, params=params) if params else Searcher(args.index)
 
 
+def _snippet(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _hit_rows(searcher, hits, query: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """One dict per hit: rank, id, score, and the stored title and snippet when the index keeps documents."""
+    doc = getattr(searcher, "doc", lambda _id: None)
+    rows = []
+    for rank, h in enumerate(hits, 1):
+        stored = doc(h.doc_id) or {}
+        row = {"rank": rank, "doc_id": h.doc_id, "score": h.score, "title": stored.get("title", ""),
+               "snippet": _snippet(stored.get("text", ""), args.snippet_chars)}
+        if args.explain:
+            row["explain"] = [c._asdict() for c in searcher.explain(query, h.doc_id)]
+        rows.append(row)
+    return rows
+
+
+def _run_lines(results: dict[str, list], fmt: str, tag: str) -> Iterator[str]:
+    """A run in TREC (``qid Q0 doc rank score tag``), MS MARCO (``qid<TAB>doc<TAB>rank``) or JSONL format."""
+    for qid, hits in results.items():
+        if fmt == "jsonl":
+            yield json.dumps({"query_id": qid, "hits": [{"rank": r, "doc_id": h.doc_id, "score": h.score}
+                                                        for r, h in enumerate(hits, 1)]}, ensure_ascii=False) + "\n"
+        elif fmt == "msmarco":
+            yield from (f"{qid}\t{h.doc_id}\t{r}\n" for r, h in enumerate(hits, 1))
+        else:
+            yield from (f"{qid} Q0 {h.doc_id} {r} {h.score:.6f} {tag}\n" for r, h in enumerate(hits, 1))
+
+
+def _write_run(results: dict[str, list], out: str | None, fmt: str, tag: str) -> None:
+    """Write a run to ``out`` atomically (``-`` or ``None``: standard output)."""
+    from ._fs import atomic_write
+
+    if out in (None, "-"):
+        sys.stdout.writelines(_run_lines(results, fmt, tag))
+        return
+    try:
+        atomic_write(out, "".join(_run_lines(results, fmt, tag)).encode("utf-8"))
+    except OSError as e:
+        raise UsageError(f"{out}: cannot write the run ({e.strerror or e})") from None
+
+
+def _drop_self_hits(results: dict[str, list], k: int) -> dict[str, list]:
+    """Pyserini's ``--remove-query``: drop a hit whose id is its query's id, keep ``k`` hits."""
+    return {q: [h for h in hits if h.doc_id != q][:k] for q, hits in results.items()}
+
+
 def cmd_search(args: argparse.Namespace) -> None:
+    from .corpus import load_queries
+
+    if bool(args.query) == bool(args.topics):
+        raise UsageError("give either query texts or --topics FILE")
+    if args.topics and (args.json or args.explain):
+        raise UsageError("--json and --explain show query texts given on the command line; with --topics use "
+                         "--format jsonl")
+    if not args.topics and (args.output or args.remove_query):
+        raise UsageError("--output and --remove-query go with --topics FILE")
+    queries = load_queries(args.topics, tsv_header=args.tsv_header) if args.topics else None
+    if queries is not None and not queries:
+        raise UsageError(f"{args.topics}: no queries")
     searcher = _searcher(args)
-    results = []
-    for query in args.query:
-        hits = searcher.search(query, k=args.k)
-        expl = {h.doc_id: searcher.explain(query, h.doc_id) for h in hits} if args.explain else {}
-        results.append({"query": query, "hits": [
-            {"rank": r, "doc_id": h.doc_id, "score": h.score,
-             **({"explain": [c._asdict() for c in expl[h.doc_id]]} if args.explain else {})}
-            for r, h in enumerate(hits, 1)]})
-    if args.json:
-        json.dump(results if len(results) > 1 else results[0], sys.stdout, indent=2)
+    if queries is not None:
+        depth = args.k + 1 if args.remove_query else args.k
+        results = searcher.batch_search(queries, k=depth, threads=args.threads)
+        if args.remove_query:
+            results = _drop_self_hits(results, args.k)
+        _write_run(results, args.output, args.format, args.run_tag)
+        if args.output not in (None, "-"):
+            print(f"wrote {sum(map(len, results.values()))} hits for {len(results)} queries to {args.output} "
+                  f"({args.format})", file=sys.stderr)
+        return
+    results = [{"query": q, "hits": _hit_rows(searcher, searcher.search(q, k=args.k), q, args)} for q in args.query]
+    if args.json:  # always a list, one entry per query
+        json.dump(results, sys.stdout, indent=2, ensure_ascii=False)
         print()
         return
     for res in results:
         print(f"query: {res['query']}")
-        print(f"{'rank':>4}  {'doc_id':<24} {'score':>9}")
+        print(f"{'rank':>4}  {'doc_id':<20} {'score':>9}  title / text")
         for hit in res["hits"]:
-            print(f"{hit['rank']:>4}  {hit['doc_id']:<24} {hit['score']:>9.4f}")
+            print(f"{hit['rank']:>4}  {hit['doc_id']:<20} {hit['score']:>9.4f}  {_snippet(hit['title'], 60)}")
+            if hit["snippet"]:
+                print(f"{'':>37}{hit['snippet']}")
             for c in hit.get("explain", [])[: args.explain_terms]:
                 print(f"{'':>6}{c['term']:<20} {c['query_weight']:.3f} x {c['doc_weight']:.3f} = {c['product']:.4f}")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from .corpus import load_qrels, load_queries
-    from .evaluate import evaluate, run_from_hits
+    import warnings
 
-    searcher = _searcher(args)
+    from .corpus import load_qrels, load_queries
+    from .evaluate import CONVENTIONS, check_qrels, evaluate, parse_metrics, run_from_hits
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    parse_metrics(metrics)  # fail before loading anything
     qrels = load_qrels(args.dataset, args.split)
-    queries = {q: t for q, t in load_queries(args.dataset).items() if q in qrels}
+    searcher = _searcher(args)
+    position = getattr(searcher.index, "position", None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        all_queries = load_queries(args.dataset)
+        coverage = check_qrels(qrels, all_queries, _IdSet(position) if position else None,
+                               source=f"{args.dataset} qrels ({args.split})")
+    for w in caught:
+        print(f"sparseir: warning: {w.message}", file=sys.stderr)
+    queries = {q: t for q, t in all_queries.items() if q in qrels}
+    remove_query = not args.keep_query
     start = time.perf_counter()
     results = searcher.batch_search(queries, k=args.k, threads=args.threads)
     seconds = time.perf_counter() - start
-    scores = evaluate(run_from_hits(results), qrels, args.metrics.split(","), remove_query=not args.keep_query)
+    scores = evaluate(run_from_hits(results), qrels, metrics, remove_query=remove_query)
     if args.run_out:
-        with open(args.run_out, "w", encoding="utf-8") as f:
-            for q, hits in results.items():
-                f.writelines(f"{q} Q0 {h.doc_id} {r} {h.score:.6f} sparseir\n" for r, h in enumerate(hits, 1))
+        _write_run(_drop_self_hits(results, args.k) if remove_query else results, args.run_out, "trec", "sparseir")
     if args.json:
-        print(json.dumps({"queries": len(queries), "seconds": seconds, **scores}, indent=2))
+        print(json.dumps({"queries": len(queries), "seconds": seconds, "convention": CONVENTIONS[remove_query],
+                          "coverage": coverage._asdict(), **scores}, indent=2))
         return
     print(f"{len(queries)} queries in {seconds:.2f} s (encoding included)")
+    print(f"convention: {CONVENTIONS[remove_query]}" + ("; --keep-query keeps them" if remove_query else ""))
     for name, value in scores.items():
         print(f"{name:<10} {value:.4f}")
 
 
+class _IdSet:
+    """``in`` over the index's document ids through its ``position(doc_id)`` lookup."""
+
+    def __init__(self, position) -> None:
+        self.position = position
+
+    def __contains__(self, doc_id: str) -> bool:
+        return self.position(doc_id) is not None
+
+
 def cmd_encode(args: argparse.Namespace) -> None:
+    from ._fs import atomic_write
     from .corpus import load_queries
     from .encoders import load_encoder
 
-    encoder = load_encoder(args.encoder, **_encoder_kwargs(args))
     if args.queries:
-        items = list(load_queries(args.corpus).items())
+        items = list(load_queries(args.corpus, tsv_header=args.tsv_header).items())
     else:
-        items = [tuple(d) for d in _corpus(args)]
+        items = [(d.id, d.text) for d in _corpus(args)]
+    encoder = load_encoder(args.encoder, **_encoder_kwargs(args))
     encode = encoder.encode_query if args.queries else encoder.encode_document
     vectors = encode([t for _, t in items], show_progress_bar=True)
-    out = Path(args.out)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for (doc_id, _), start, end in zip(items, vectors.indptr[:-1], vectors.indptr[1:]):
-            vec = {encoder.terms[c]: (round(float(w) * args.quantize_factor) if args.quantize_factor else float(w))
-                   for c, w in zip(vectors.indices[start:end], vectors.data[start:end])}
-            f.write(json.dumps({"id": doc_id, "contents": "", "vector": vec}, ensure_ascii=False) + "\n")
-    os.replace(tmp, out)
-    print(f"wrote {len(items)} vectors to {out} ({encoder.last_docs_per_second:.1f} docs/s on {encoder.device})")
+    lines = []
+    for (doc_id, _), start, end in zip(items, vectors.indptr[:-1], vectors.indptr[1:]):
+        vec = {encoder.terms[c]: (round(float(w) * args.quantize_factor) if args.quantize_factor else float(w))
+               for c, w in zip(vectors.indices[start:end], vectors.data[start:end])}
+        lines.append(json.dumps({"id": doc_id, "contents": "", "vector": vec}, ensure_ascii=False) + "\n")
+    try:
+        atomic_write(args.out, "".join(lines).encode("utf-8"))
+    except OSError as e:
+        raise UsageError(f"{args.out}: cannot write ({e.strerror or e})") from None
+    print(f"wrote {len(items)} vectors to {args.out} ({encoder.last_docs_per_second:.1f} docs/s on {encoder.device})")
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    from .index import SparseIndex
+    from .index import open_index
 
-    stats = SparseIndex.load(args.index, verify=args.verify).stats()
+    index = open_index(args.index, verify=args.verify)
+    if args.verify:
+        index.verify()
+    stats = index.stats()
     if args.json:
         print(json.dumps(stats, indent=2))
         return
-    for key in ("path", "n_docs", "n_empty_docs", "n_dims", "n_active_dims", "n_postings", "postings_per_doc",
-                "longest_list", "quantization", "bytes", "bytes_per_posting"):
+    for key in ("path", "generation", "n_docs", "n_deleted", "n_empty_docs", "n_dims", "n_postings",
+                "postings_per_doc", "quantization", "scale", "bytes", "bytes_per_posting", "store_bytes_per_doc"):
         value = stats[key]
-        print(f"{key:<18} {value:.2f}" if isinstance(value, float) else f"{key:<18} {value}")
+        print(f"{key:<20} {value:.4g}" if isinstance(value, float) else f"{key:<20} {value}")
     enc = stats["encoder"] or {}
-    print(f"{'encoder':<18} {enc.get('name')} {enc.get('config', {}).get('model')} ({enc.get('fingerprint')})")
+    print(f"{'encoder':<20} {enc.get('name')} {enc.get('config', {}).get('model')} ({enc.get('fingerprint')})")
+    print(f"segments ({len(stats['segments'])}):")
+    for seg in stats["segments"]:
+        print(f"  {seg['name']}  {seg['n_docs']:>10} docs  {seg['n_deleted']:>8} deleted")
     hist = stats["weight_histogram"]
     top = max(hist["counts"], default=1) or 1
     print("weight histogram:")
@@ -164,7 +394,7 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .search.approx import add_arguments as add_approx_arguments
+    from .search.params import add_arguments as add_approx_arguments
 
     parser = argparse.ArgumentParser(prog="sparseir", description="Learned-sparse retrieval: encode, index, search, "
                                      "evaluate. Run 'sparseir COMMAND --help' for a command's options.")
@@ -177,32 +407,82 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="index directory (default index/<corpus>-<encoder>)")
     p.add_argument("--quantize", choices=("uint8", "float32"), default="uint8",
                    help="impact storage (default uint8: 8-bit with a global scale; see bench/results/core.md)")
-    p.add_argument("--chunk-size", type=int, default=4096, help="documents encoded and spilled per chunk")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing index at --out")
+    p.add_argument("--chunk-size", type=int, default=4096, help="documents encoded and spilled per chunk (>= 1)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing sparseir index at --out (anything else there is refused)")
+    p.add_argument("--no-store", action="store_true", help="do not keep the documents' id, title and text")
+    p.add_argument("--allow-empty", action="store_true", help="build an index even from an empty corpus")
     p.set_defaults(func=cmd_index)
 
-    p = sub.add_parser("search", help="search an index", description="Exact top-k search; the query is encoded with "
-                       "the encoder recorded in the index.")
+    p = sub.add_parser("add", help="encode documents and add them to an index",
+                       description="Encode a corpus with the index's own encoder and add it in one commit. A "
+                       "document id already in the index is an error unless --upsert.")
     p.add_argument("index")
-    p.add_argument("query", nargs="+", help="one or more query texts")
-    p.add_argument("-k", type=int, default=10, help="results per query (default 10)")
+    _add_corpus_options(p)
+    p.add_argument("--upsert", action="store_true", help="replace documents whose id is already in the index")
+    p.add_argument("--chunk-size", type=int, default=4096, help="documents encoded per chunk (>= 1)")
+    p.set_defaults(func=cmd_add)
+
+    p = sub.add_parser("delete", help="delete documents by id", description="Delete documents in one commit. "
+                       "Ids not in the index are listed and the exit code is 2 (the others are deleted).")
+    p.add_argument("index")
+    p.add_argument("ids", nargs="*", help="document ids")
+    p.add_argument("--ids-file", metavar="FILE", help="a file with one document id per line")
+    p.set_defaults(func=cmd_delete)
+
+    p = sub.add_parser("optimize", help="merge an index's segments", description="Merge segments and expunge "
+                       "deleted documents (Lucene's forceMerge); search results do not change.")
+    p.add_argument("index")
+    p.add_argument("--max-segments", type=int, default=1, help="segments left (default 1)")
+    p.set_defaults(func=cmd_optimize)
+
+    p = sub.add_parser("check", help="verify an index", description="Check every file's sha256 and every posting "
+                       "list's bounds and order; exit code 2 and the file at fault on any problem.")
+    p.add_argument("index")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("search", help="search an index", description="Exact top-k search; the query is encoded with "
+                       "the encoder recorded in the index. Query texts on the command line print a table (or --json) "
+                       "with each hit's stored title and text; --topics FILE writes a run for every query in FILE, "
+                       "as Pyserini's `search` does.")
+    p.add_argument("index")
+    p.add_argument("query", nargs="*", help="one or more query texts")
+    p.add_argument("-k", "--hits", dest="k", type=at_least(1), default=10, metavar="N",
+                   help="results per query (default 10)")
     p.add_argument("--explain", action="store_true", help="show the dimensions behind each score")
-    p.add_argument("--explain-terms", type=int, default=5, help="dimensions shown per hit with --explain")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--explain-terms", type=at_least(1), default=5, metavar="N",
+                   help="dimensions shown per hit in the --explain table (--json has all)")
+    p.add_argument("--snippet-chars", type=at_least(0), default=160, metavar="N",
+                   help="characters of stored text shown per hit (default 160)")
+    p.add_argument("--json", action="store_true", help="print a JSON list, one {query, hits} entry per query")
+    g = p.add_argument_group("batch retrieval (Pyserini style)")
+    g.add_argument("--topics", metavar="FILE", help="queries: .jsonl ({_id, text}), .tsv (id<TAB>text) or a BEIR folder")
+    _add_tsv_header_option(g)
+    g.add_argument("--output", metavar="FILE", help="run file, written atomically (default: standard output)")
+    g.add_argument("--format", choices=("trec", "msmarco", "jsonl"), default="trec", help="run format (default trec)")
+    g.add_argument("--run-tag", default="sparseir", help="TREC run tag (default sparseir)")
+    g.add_argument("--threads", type=at_least(1), metavar="N", help="search threads (default: all cores)")
+    g.add_argument("--remove-query", action="store_true",
+                   help="drop a hit whose id equals its query's id (off by default, as in Pyserini)")
     add_approx_arguments(p)
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("eval", help="evaluate an index on a dataset's qrels",
-                       description="Search every judged query and report nDCG@10, R@100 and MRR@10 (ir-measures).")
+                       description="Search every judged query and report nDCG@10, R@100 and RR@10 (reciprocal rank, "
+                       "often called MRR@10) with ir-measures. Convention: as BEIR's evaluation, a retrieved "
+                       "document whose id equals the query id is ignored; --keep-query scores the run as it is "
+                       "(Pyserini's default). Qrels matching no query or no indexed document are an error; a "
+                       "partial match is a warning with counts.")
     p.add_argument("index")
     p.add_argument("dataset", help="BEIR folder or irds:<id> with queries and qrels")
     p.add_argument("--split", default="test", help="qrels split (default test)")
-    p.add_argument("-k", type=int, default=1000, help="retrieval depth (default 1000)")
+    p.add_argument("-k", "--hits", dest="k", type=at_least(1), default=1000, metavar="N",
+                   help="retrieval depth (default 1000)")
     p.add_argument("--metrics", default="nDCG@10,R@100,RR@10", help="ir-measures names, comma-separated")
-    p.add_argument("--threads", type=int, help="search threads (default: all cores)")
+    p.add_argument("--threads", type=at_least(1), metavar="N", help="search threads (default: all cores)")
     p.add_argument("--keep-query", action="store_true",
-                   help="keep a document whose id equals the query id (default: removed, as Pyserini's --remove-query)")
-    p.add_argument("--run-out", help="also write the run in TREC format to this file")
+                   help="keep a document whose id equals the query id (default: ignored, as in BEIR)")
+    p.add_argument("--run-out", metavar="FILE", help="also write the evaluated run in TREC format to this file")
     p.add_argument("--json", action="store_true")
     add_approx_arguments(p)
     p.set_defaults(func=cmd_eval)
@@ -212,14 +492,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "Pyserini's JsonVectorCollection, to cross-check against Lucene.")
     _add_corpus_options(p)
     _add_encoder_options(p)
-    p.add_argument("--out", required=True, help="output .jsonl file")
+    p.add_argument("--out", required=True, help="output .jsonl file (written atomically)")
     p.add_argument("--queries", action="store_true", help="encode the dataset's queries instead of its documents")
-    p.add_argument("--quantize-factor", type=float,
+    p.add_argument("--quantize-factor", type=positive, metavar="F",
                    help="write round(weight * F) integers, as Pyserini impact indexes expect (e.g. 100)")
     p.set_defaults(func=cmd_encode)
 
-    p = sub.add_parser("info", help="index statistics", description="Documents, dimensions, postings, bytes and a "
-                       "weight histogram.")
+    p = sub.add_parser("info", help="index statistics", description="Commit generation, segments, live and "
+                       "deleted documents, dimensions, postings, bytes and document-store bytes per document.")
     p.add_argument("index")
     p.add_argument("--verify", action="store_true", help="check every array's sha256")
     p.add_argument("--json", action="store_true")
@@ -230,19 +510,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from .corpus import CorpusError
-    from .encoders import EncoderError
-    from .index import IndexFormatError
-    from .search import EncoderMismatchError
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that the command unwinds as on Ctrl-C."""
 
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the exit code (see the module docstring)."""
+    args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         args.func(args)
-    except (CorpusError, EncoderError, IndexFormatError, EncoderMismatchError, FileExistsError,
-            FileNotFoundError, KeyError, ValueError) as e:
+    except SparseirError as e:
         print(f"sparseir: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("sparseir: interrupted", file=sys.stderr)
+        return 130
+    except Terminated:
+        print("sparseir: terminated", file=sys.stderr)
+        return 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 

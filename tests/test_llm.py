@@ -79,7 +79,7 @@ def test_every_mode_encodes_documents_and_queries(encoders, mode):
         assert (m.data > 0).all()
     assert (docs.getnnz(axis=1)[: len(DOCS)] > 0).all() and docs.getnnz(axis=1)[len(DOCS):].sum() == 0
     assert enc.last_docs_per_second > 0
-    top = [t for t, _ in enc.decode(docs[0], top_k=30)]
+    top = [t for t, _ in enc.decode(docs[0], top_k=30)[0]]
     assert {"bone", "density", "menopause", "women", "age"} & set(top), top
 
 
@@ -122,7 +122,7 @@ def test_vocabulary_names_are_readable_and_unique(encoders):
     assert enc.terms[bone] == "bone" and enc.terms[inner] == "##bone"
     assert not any("Ġ" in t or "Ċ" in t for t in enc.terms if not t.startswith("<"))
     assert enc.terms[tok.convert_tokens_to_ids("Ã")] == "<0xC3>"
-    decoded = enc.decode(enc.encode_document(DOCS[:1]), top_k=50)
+    (decoded,) = enc.decode(enc.encode_document(DOCS[:1]), top_k=50)
     assert all(t.strip() == t and t for t, _ in decoded)
 
 
@@ -148,7 +148,7 @@ def test_prompt_keeps_only_the_texts_words(encoders):
     allowed = enc.input_vocabulary(DOCS[:2]).cpu().numpy()
     for i in range(2):
         assert allowed[i, vec[i].indices].all()
-    assert {"bone", "density"} & {t for t, _ in enc.decode(vec[0])}
+    assert {"bone", "density"} & {t for t, _ in enc.decode(vec[0])[0]}
 
 
 def test_max_active_dims():
@@ -156,21 +156,35 @@ def test_max_active_dims():
     assert enc.encode_document(DOCS).getnnz(axis=1).max() <= 20
 
 
-@pytest.mark.parametrize("mode", ["echo", "plain"])
+@pytest.mark.parametrize("mode", [None, "echo", "plain"])
 def test_fox_experiment(mode):
-    """The seeds' check, with log-probability scores (raw logits fail it: every cosine is ~0.997,
-    and so does prompt mode, whose few input words make "The"/"the" weigh as much as "fox")."""
+    """The seeds' check, with each mode's default score (prompt: PMI against the prompt's prior; echo,
+    plain: log-probability; raw logits fail it, every cosine is ~0.997). ``None`` is the default mode."""
     enc = LLMSparseEncoder(GGUF_DIR, mode=mode)
     vecs = enc.encode_document([FOX] + OTHERS).toarray()
     paraphrase, whale, car = (_cos(vecs[0], v) for v in vecs[1:])
     assert paraphrase > whale and paraphrase > car, (paraphrase, whale, car)
 
 
+def test_prompt_default_keeps_content_words_on_top():
+    """PMI cancels what the prompt predicts for any text ("The", "the"); the word-start mask drops
+    pieces that start no word ("##j", "##sw"). Without them, prompt mode fails the fox check."""
+    enc = LLMSparseEncoder(GGUF_DIR)
+    assert (enc.mode, enc.score, enc.word_start) == ("prompt", "pmi", True)
+    top = [t for t, _ in enc.decode(enc.encode_document([FOX]).toarray()[0], top_k=5)]
+    assert not any(t.startswith("##") for t in top) and not {"the", "The", "over"} & set(top), top
+    assert {"fox", "swift", "lazy"} <= set(top), top
+    old = LLMSparseEncoder(GGUF_DIR, score="logprob", word_start=False)
+    vecs = old.encode_document([FOX] + OTHERS).toarray()
+    assert _cos(vecs[0], vecs[1]) < _cos(vecs[0], vecs[2])  # the failure this default fixes
+    assert old.decode(old.encode_document([FOX]).toarray()[0], top_k=1)[0][0] == "##The"
+
+
 def test_index_search_and_cli(tmp_path, encoders, capsys):
     enc = encoders["echo"]
     index = build_index([(f"d{i}", t) for i, t in enumerate(DOCS)], enc, tmp_path / "idx", quantize="float32",
                         show_progress_bar=False)
-    assert index.terms.tolist() == enc.terms
+    assert list(index.terms) == enc.terms
     searcher = Searcher(tmp_path / "idx")  # rebuilds the encoder from the manifest
     hits = searcher.search("osteoporosis and bone density in older women", k=2)
     assert hits[0].doc_id == "d0"

@@ -166,7 +166,7 @@ def test_encoder_round_trip(tmp_path):
     docs = enc.encode_document(texts)
     assert docs.shape == (3, 128) and docs.dtype == np.float32
     assert docs.getrow(1).nnz == 0 and 0 < docs.getrow(0).nnz <= 4 and (docs.data > 0).all()
-    decoded = enc.decode(docs.getrow(0))
+    (decoded,) = enc.decode(docs.getrow(0))  # a matrix gives a list per row
     assert decoded and all(term in enc.terms for term, _ in decoded)
     again = load_encoder(enc.config())
     assert again.fingerprint == enc.fingerprint

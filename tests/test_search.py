@@ -3,61 +3,70 @@ import pytest
 import scipy.sparse as sp
 from hypothesis import given, settings, strategies as st
 
-from sparseir.index import SparseIndex, write_index
+from reference import brute_force
+from sparseir.errors import UsageError
+from sparseir.index import IndexWriter, SparseIndex, open_index, write_index
 from sparseir.search import Searcher
-from sparseir.search.kernels import search_one_split
-
-
-def brute_force(index: SparseIndex, queries: sp.csr_matrix, k: int):
-    """scipy ``q @ D.T`` on the stored (de)quantised vectors; ties by smaller doc id."""
-    scores = (queries @ index.to_csr().T).toarray()
-    out = []
-    for row in scores:
-        order = np.lexsort((np.arange(len(row)), -row))
-        out.append([(int(d), float(row[d])) for d in order[:k] if row[d] > 0])
-    return out, scores
+from sparseir.search.kernels import Query, search_one, search_one_split
 
 
 @st.composite
 def dyadic_problem(draw):
-    """Weights are multiples of 1/4 below 8, so float32 sums are exact in any order: ties are real."""
+    """Weights are multiples of 1/4 below 8, so float32 sums are exact in any order: ties are real.
+
+    The documents go into 1-4 segments (one commit each) and some are deleted.
+    """
     n_docs = draw(st.integers(1, 60))
     n_dims = draw(st.integers(1, 24))
     k = draw(st.integers(1, 15))
     n_queries = draw(st.integers(1, 5))
     seed = draw(st.integers(0, 2**32 - 1))
     density = draw(st.sampled_from([0.05, 0.2, 0.6]))
+    cuts = sorted(draw(st.lists(st.integers(1, n_docs), max_size=3)))
+    deleted = draw(st.lists(st.integers(0, n_docs - 1), max_size=n_docs // 3, unique=True))
     rng = np.random.default_rng(seed)
 
     def matrix(rows):
         m = (rng.random((rows, n_dims)) < density) * rng.integers(1, 32, size=(rows, n_dims)) / 4
         return sp.csr_matrix(m.astype(np.float32))
 
-    return matrix(n_docs), matrix(n_queries), k
+    return matrix(n_docs), matrix(n_queries), k, cuts, deleted
 
 
 @settings(max_examples=150, deadline=None)
 @given(dyadic_problem())
 def test_exact_search_equals_scipy_brute_force(tmp_path_factory, problem):
-    docs, queries, k = problem
+    docs, queries, k, cuts, deleted = problem
     path = tmp_path_factory.mktemp("ix") / "ix"
-    write_index(path, [f"d{i}" for i in range(docs.shape[0])], docs, [f"t{j}" for j in range(docs.shape[1])],
-                quantize="float32")
-    searcher = Searcher(SparseIndex.load(path))
-    expected, _ = brute_force(searcher.index, queries, k)
-    ids, scores, counts = searcher.search_vectors(queries, k)  # batch kernel (parallel)
+    ids = [f"d{i}" for i in range(docs.shape[0])]
+    bounds = [0, *cuts, docs.shape[0]]
+    with IndexWriter(path, terms=[f"t{j}" for j in range(docs.shape[1])], quantize="float32",
+                     merge_policy=None) as w:
+        for lo, hi in zip(bounds, bounds[1:]):
+            if hi > lo:
+                w.add(ids[lo:hi], docs[lo:hi])
+                w.commit()
+        assert w.delete([ids[d] for d in deleted]) == []
+    searcher = Searcher(path)
+    index = searcher.index
+    assert index.n_docs == docs.shape[0] - len(deleted)
+    expected, _ = brute_force(index, queries, k)
+    ids_, scores, counts = searcher.search_vectors(queries, k)  # batch kernel (parallel)
     for q, exp in enumerate(expected):
-        got = list(zip(ids[q, :counts[q]].tolist(), scores[q, :counts[q]].tolist()))
+        got = list(zip(ids_[q, :counts[q]].tolist(), scores[q, :counts[q]].tolist()))
         assert got == exp
         one_ids, one_scores, one_count = searcher.search_vectors(queries[q], k)  # single-query kernel
         assert list(zip(one_ids[0, :one_count[0]].tolist(), one_scores[0, :one_count[0]].tolist())) == exp
-        ix, row = searcher.index, queries[q]
-        parts = 3  # the intra-query parallel kernel, document range split in three
-        acc = np.zeros((parts, -(-ix.n_docs // parts)), dtype=np.float32)
-        s_ids, s_scores = np.zeros(k, np.int64), np.zeros(k, np.float32)
-        n = search_one_split(ix.offsets, ix.docs, ix.impacts, row.indices, row.data, acc, k, s_ids, s_scores)
-        assert list(zip(s_ids[:n].tolist(), s_scores[:n].tolist())) == exp
-        assert not acc.any()
+        row = queries[q]
+        for p in searcher._postings:  # the intra-query parallel kernel, each segment split in three
+            parts = 3
+            acc = np.zeros((parts, -(-len(p.dead) // parts)), dtype=np.float32)
+            s_ids, s_scores = np.zeros(k, np.int64), np.zeros(k, np.float32)
+            n = search_one_split(p, Query(row.indices, row.data), acc, k, s_ids, s_scores)
+            o_ids, o_scores = np.zeros(k, np.int64), np.zeros(k, np.float32)
+            m = search_one(p, Query(row.indices, row.data), np.zeros(len(p.dead), np.float32), k, o_ids, o_scores)
+            assert (n, s_ids[:n].tolist(), s_scores[:n].tolist()) == (m, o_ids[:m].tolist(), o_scores[:m].tolist())
+            assert not acc.any()
 
 
 @pytest.mark.parametrize("quantize", ["float32", "uint8"])
@@ -69,6 +78,7 @@ def test_random_float_weights_within_tolerance(tmp_path, quantize):
                        quantize=quantize)
     searcher = Searcher(SparseIndex.load(path))
     expected, dense = brute_force(searcher.index, queries, 20)
+    assert isinstance(open_index(path).segments[0], SparseIndex)
     ids, scores, counts = searcher.search_vectors(queries, 20, threads=2)
     for q, exp in enumerate(expected):
         assert counts[q] == len(exp)
@@ -92,7 +102,7 @@ def test_hits_explain_and_dict_queries(tmp_path):
     assert s.search({"bone": 0.0}, k=3) == []
     assert s.batch_search({"q1": {"bone": 1.0}, "q2": {"apple": 1.0}}, k=1) == {"q1": [("b", 3.0)],
                                                                                  "q2": [("a", 1.0)]}
-    with pytest.raises(KeyError, match="not in the index vocabulary"):
+    with pytest.raises(UsageError, match="not in the index vocabulary"):
         s.search({"zebra": 1.0})
     with pytest.raises(KeyError, match="not in the index"):
         s.explain({"apple": 1.0}, "zzz")

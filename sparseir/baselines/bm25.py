@@ -21,7 +21,8 @@ Run = dict[str, dict[str, float]]
 
 def build_bm25_index(docs: Iterable[tuple[str, str]], out: str | Path, *, threads: int = 1,
                      batch_size: int = 1000, show_progress: bool = True, total: int | None = None) -> Path:
-    """Index ``(doc_id, text)`` pairs into a Lucene index at ``out`` (written atomically)."""
+    """Index :class:`~sparseir.corpus.Document` s or ``(doc_id, text)`` pairs into a Lucene index at ``out``
+    (written atomically)."""
     init_java()
     from pyserini.index.lucene import LuceneIndexer
 
@@ -30,10 +31,10 @@ def build_bm25_index(docs: Iterable[tuple[str, str]], out: str | Path, *, thread
         it = iter(docs)
         with tqdm(total=total, desc="bm25 index", unit="doc", disable=not show_progress) as bar:
             while batch := list(itertools.islice(it, batch_size)):
-                for doc_id, _ in batch:
-                    if not isinstance(doc_id, str) or not doc_id:
-                        raise ValueError(f"document id must be a non-empty string, got {doc_id!r}")
-                indexer.add_batch_dict([{"id": doc_id, "contents": text} for doc_id, text in batch])
+                for d in batch:
+                    if not isinstance(d[0], str) or not d[0]:
+                        raise ValueError(f"document id must be a non-empty string, got {d[0]!r}")
+                indexer.add_batch_dict([{"id": d[0], "contents": d[1]} for d in batch])
                 bar.update(len(batch))
         indexer.close()
     return Path(out)

@@ -40,6 +40,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sparseir.encoders import split_spec
+from sparseir.errors import SparseirError
+
 KINDS = ("bm25", "dense", "sparseir", "lucene-impact", "fusion")
 
 # Allowed parameters per kind, with defaults.
@@ -50,11 +53,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "lucene-impact": {"of": None, "scale": 100.0},
     "fusion": {"method": "rrf", "of": None, "k": 60, "weights": None, "norm": "minmax"},
 }
-_ENCODER_PREFIXES = ("mlm:", "llm:", "sae:")
 REQUIRED = {"dense": ("model",), "sparseir": ("encoder",), "lucene-impact": ("of",), "fusion": ("of",)}
 
 
-class ConfigError(ValueError):
+class ConfigError(SparseirError, ValueError):
     """A bad benchmark configuration."""
 
 
@@ -190,7 +192,7 @@ def systems_from_flags(names: Sequence[str], *, dense_model: str | None = None, 
     """
     sparse = {}
     if splade_model:
-        sparse["splade"] = splade_model if splade_model.startswith(_ENCODER_PREFIXES) else f"mlm:{splade_model}"
+        sparse["splade"] = splade_model if split_spec(splade_model)[0] else f"mlm:{splade_model}"
     for item in encoders:
         name, sep, spec = item.partition("=")
         if not sep or not name or not spec:

@@ -18,6 +18,7 @@ from typing import Any
 from sparseir.bench.cache import Cache, dataset_fingerprint, digest, model_fingerprint, read_json, write_json
 from sparseir.bench.config import BenchConfig, SystemSpec
 from sparseir.bench.systems import Dataset, Settings, run_base_system, run_fusion
+from sparseir.encoders import split_spec
 
 RESULT_VERSION = 3  # bump when the result record or its measurements change meaning
 
@@ -33,7 +34,7 @@ def _model_paths(spec: SystemSpec) -> list[str]:
         return [spec.params["model"]]
     if spec.kind == "sparseir":
         enc = spec.params["encoder"]
-        return [enc.split(":", 1)[1] if enc[:4] in ("mlm:", "llm:", "sae:") else enc]
+        return [split_spec(enc)[1]]
     return []
 
 

@@ -188,14 +188,13 @@ def _encoder(params: dict[str, Any]):
 
 def _prepare_sparseir(spec: SystemSpec, ds: Dataset, s: Settings, cache: Cache) -> Prepared:
     from sparseir.index import write_index
-    from sparseir.indexing import encoder_info
     from sparseir.search import Searcher
 
     encoder = _encoder(spec.params)
     ids, vectors, meta, vkey = encoded_docs(ds, encoder, cache, s.show_progress)
     quantize = spec.params["quantize"]
     path, imeta = _cached_build(cache, "sparseir", digest("sparseir-index", vkey, quantize), lambda out: write_index(
-        out, ids, vectors, encoder.terms, quantize=quantize, encoder=encoder_info(encoder)))
+        out, ids, vectors, encoder.terms, quantize=quantize, encoder=encoder))
     searcher = Searcher(path, encoder)
 
     def batch(queries: dict[str, str]) -> Run:
@@ -255,8 +254,8 @@ def _crosscheck(ds: Dataset, s: Settings, cache: Cache, encoder, ids: list[str],
     queries = ds.queries()
     qids = list(queries)
     qvec = quantize(encoder.encode_query([queries[q] for q in qids]), scale)
-    hits = Searcher(path).batch_search(list(qvec), k=CROSSCHECK_DEPTH, threads=s.threads)
-    ours = {q: {h.doc_id: h.score for h in hs} for q, hs in zip(qids, hits)}
+    hits = Searcher(path).batch_search(qvec, qids, k=CROSSCHECK_DEPTH, threads=s.threads)
+    ours = {q: {h.doc_id: h.score for h in hs} for q, hs in hits.items()}
     theirs = {q: dict(list(lucene_run.get(q, {}).items())[:CROSSCHECK_DEPTH]) for q in qids}
     same_order = sum(list(ours[q]) == list(theirs[q]) for q in qids)
     same_scores = sum(list(ours[q].values()) == list(theirs[q].values()) for q in qids)

@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -20,16 +20,48 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
+from ..errors import SparseirError, UsageError
 
-class EncoderError(ValueError):
+Texts = str | Sequence[str]
+
+
+class EncoderError(SparseirError, ValueError):
     """An encoder could not be loaded or configured."""
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` if given, else CUDA when present, else the CPU."""
+    """``device`` if given, else CUDA when present, else the CPU (the one device rule of the project)."""
     if device is not None:
-        return torch.device(device)
+        try:
+            return torch.device(device)
+        except RuntimeError as e:
+            raise UsageError(f"--device {device!r}: {e}") from None
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def position_limit(model: torch.nn.Module, tokenizer: Any = None) -> int | None:
+    """The most tokens ``model`` (and ``tokenizer``) accept per text, or ``None`` when unknown."""
+    limits = [getattr(getattr(model, "config", None), "max_position_embeddings", None),
+              getattr(tokenizer, "model_max_length", None)]
+    limits = [int(x) for x in limits if isinstance(x, int) and 0 < x < 1_000_000]  # tokenizers say 1e30 for "none"
+    return min(limits) if limits else None
+
+
+def _as_texts(texts: Texts) -> list[str]:
+    """A plain string is one text (as in sentence-transformers); a list is many."""
+    if isinstance(texts, str):
+        return [texts]
+    texts = list(texts)
+    bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+    if bad is not None:
+        raise TypeError(f"texts[{bad}] is {type(texts[bad]).__name__}, expected str")
+    return texts
+
+
+def _check_positive(value: int | None, option: str) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise UsageError(f"{option} must be an integer >= 1, got {value!r}")
+    return value
 
 
 def module_fingerprint(*modules: torch.nn.Module) -> str:
@@ -51,12 +83,8 @@ class SparseEncoder(ABC):
 
     def __init__(self, *, batch_size: int = 32, max_active_dims: int | None = None,
                  device: str | torch.device | None = None) -> None:
-        if batch_size < 1:
-            raise EncoderError("batch_size must be >= 1")
-        if max_active_dims is not None and max_active_dims < 1:
-            raise EncoderError("max_active_dims must be >= 1")
-        self.batch_size = batch_size
-        self.max_active_dims = max_active_dims
+        self.batch_size = _check_positive(batch_size, "batch_size")
+        self.max_active_dims = _check_positive(max_active_dims, "max_active_dims")
         self.device = pick_device(device)
         self.last_docs_per_second = float("nan")
         self._terms: list[str] = []
@@ -75,6 +103,17 @@ class SparseEncoder(ABC):
     def fingerprint(self) -> str:
         """A short hash identifying the weights."""
 
+    @staticmethod
+    def _check_max_length(value: int | None, limit: int | None, option: str) -> int | None:
+        """``value`` if it is a token count in ``1..limit`` (the model's position limit), else a
+        :class:`~sparseir.errors.UsageError` naming ``option`` (e.g. ``"--max-length"``). ``None`` passes."""
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (limit and value > limit):
+            bound = f"be in 1..{limit} (the model's position limit)" if limit else "be >= 1"
+            raise UsageError(f"{option} must {bound}, got {value!r}")
+        return value
+
     # --- public API --------------------------------------------------------------------
     @property
     def terms(self) -> list[str]:
@@ -85,32 +124,50 @@ class SparseEncoder(ABC):
     def dim(self) -> int:
         return len(self._terms)
 
-    def encode_document(self, texts: Sequence[str], batch_size: int | None = None,
-                        show_progress_bar: bool | None = None) -> sp.csr_matrix:
-        """Encode documents into a ``[n, dim]`` float32 CSR matrix."""
-        return self._encode(texts, False, batch_size, show_progress_bar)
+    def encode_document(self, texts: Texts, batch_size: int | None = None, show_progress_bar: bool | None = None,
+                        max_active_dims: int | None = None) -> sp.csr_matrix:
+        """Encode documents into a ``[n, dim]`` float32 CSR matrix; a plain string is one document.
 
-    def encode_query(self, texts: Sequence[str], batch_size: int | None = None,
-                     show_progress_bar: bool | None = None) -> sp.csr_matrix:
-        """Encode queries into a ``[n, dim]`` float32 CSR matrix."""
-        return self._encode(texts, True, batch_size, show_progress_bar)
+        ``max_active_dims`` overrides the encoder's setting for this call.
+        """
+        return self._encode(_as_texts(texts), False, batch_size, show_progress_bar, max_active_dims)
+
+    def encode_query(self, texts: Texts, batch_size: int | None = None, show_progress_bar: bool | None = None,
+                     max_active_dims: int | None = None) -> sp.csr_matrix:
+        """Encode queries into a ``[n, dim]`` float32 CSR matrix; a plain string is one query."""
+        return self._encode(_as_texts(texts), True, batch_size, show_progress_bar, max_active_dims)
 
     def decode(self, vectors: sp.spmatrix | np.ndarray | torch.Tensor,
                top_k: int | None = None) -> list[tuple[str, float]] | list[list[tuple[str, float]]]:
-        """Map vectors to ``(term, weight)`` pairs, heaviest first.
+        """``(term, weight)`` pairs, heaviest first, as sentence-transformers' ``decode``.
 
-        A single row (1-D array or one-row matrix) gives one list; more rows give a list per row.
+        One vector (a 1-D array or tensor) gives one list; a matrix (2-D, sparse or dense, even with
+        one row) gives a list per row.
         """
+        _check_positive(top_k, "top_k")
         if isinstance(vectors, torch.Tensor):
             vectors = vectors.detach().float().cpu().numpy()
         single = not sp.issparse(vectors) and np.ndim(vectors) == 1
-        m = sp.csr_matrix(np.atleast_2d(vectors) if not sp.issparse(vectors) else vectors)
+        m = sp.csr_matrix(vectors if sp.issparse(vectors) else np.atleast_2d(vectors))
+        if m.shape[1] != self.dim:
+            raise ValueError(f"vectors have {m.shape[1]} dimensions, the encoder {self.dim}")
         out = []
         for i in range(m.shape[0]):
             row = m.getrow(i)
             order = np.lexsort((row.indices, -row.data))[:top_k]
             out.append([(self._terms[row.indices[j]], float(row.data[j])) for j in order if row.data[j] != 0])
-        return out[0] if single or m.shape[0] == 1 else out
+        return out[0] if single else out
+
+    @staticmethod
+    def sparsity(vectors: sp.spmatrix | np.ndarray | torch.Tensor) -> dict[str, float]:
+        """Mean non-zero dimensions per row and the fraction of zeros (sentence-transformers' ``sparsity``)."""
+        if isinstance(vectors, torch.Tensor):
+            vectors = vectors.detach().float().cpu().numpy()
+        m = sp.csr_matrix(vectors if sp.issparse(vectors) else np.atleast_2d(vectors))
+        m.eliminate_zeros()
+        rows, dim = m.shape
+        active = m.nnz / rows if rows else 0.0
+        return {"active_dims": active, "sparsity_ratio": 1.0 - active / dim if dim else 1.0}
 
     # --- machinery ---------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -119,10 +176,10 @@ class SparseEncoder(ABC):
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast("cuda", dtype=dtype)
 
-    def _encode(self, texts: Iterable[str], is_query: bool, batch_size: int | None,
-                show_progress_bar: bool | None) -> sp.csr_matrix:
-        texts = list(texts)
-        bs = batch_size or self.batch_size
+    def _encode(self, texts: list[str], is_query: bool, batch_size: int | None,
+                show_progress_bar: bool | None, max_active_dims: int | None) -> sp.csr_matrix:
+        bs = _check_positive(batch_size, "batch_size") or self.batch_size
+        keep = _check_positive(max_active_dims, "max_active_dims") or self.max_active_dims
         n = len(texts)
         # Longest first: similar lengths share a batch (little padding) and OOM shows up early.
         order = sorted((i for i, t in enumerate(texts) if t and t.strip()), key=lambda i: -len(texts[i]))
@@ -137,7 +194,7 @@ class SparseEncoder(ABC):
                 idx = order[b:b + bs]
                 with self._autocast():
                     dense = self._encode_batch([texts[i] for i in idx], is_query)
-                r, c, v = self._sparsify(dense.float())
+                r, c, v = _sparsify(dense.float(), keep)
                 rows.append(np.asarray(idx, dtype=np.int64)[r])
                 cols.append(c)
                 vals.append(v)
@@ -149,10 +206,11 @@ class SparseEncoder(ABC):
         return sp.csr_matrix((cat(vals, np.float32), (cat(rows, np.int64), cat(cols, np.int64))),
                              shape=(n, self.dim), dtype=np.float32)
 
-    def _sparsify(self, dense: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Rows, columns and values of the positive entries, keeping the top ``max_active_dims``."""
-        if self.max_active_dims is not None and self.max_active_dims < dense.shape[1]:
-            values, cols = dense.topk(self.max_active_dims, dim=1)
-            dense = torch.zeros_like(dense).scatter_(1, cols, values)
-        r, c = (dense > 0).nonzero(as_tuple=True)
-        return r.cpu().numpy(), c.cpu().numpy(), dense[r, c].cpu().numpy()
+
+def _sparsify(dense: torch.Tensor, keep: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows, columns and values of the positive entries, keeping the top ``keep`` of each row."""
+    if keep is not None and keep < dense.shape[1]:
+        values, cols = dense.topk(keep, dim=1)
+        dense = torch.zeros_like(dense).scatter_(1, cols, values)
+    r, c = (dense > 0).nonzero(as_tuple=True)
+    return r.cpu().numpy(), c.cpu().numpy(), dense[r, c].cpu().numpy()

@@ -14,6 +14,20 @@ active); log-probabilities relative to uniform keep only the tokens the model ac
   representing the text. By default only the vocabulary ids of the text's own words are kept
   (``restrict_to_input``), as in PromptReps, which makes the single-position vector sparse.
 
+``attention="bidirectional"`` (LLM2Vec's first step) gives every position the whole text: the
+causal mask is replaced by a 4-D all-visible one (padding keys masked), passed to the model as a
+prepared mask, which transformers hands to the attention kernel unchanged (eager and SDPA alike),
+so the shared weights are untouched. Pooling then follows masked next-token prediction (MNTP): the
+output at position ``i - 1`` stands for token ``i``, so the pooled positions are the text's own,
+shifted left by one (a leading BOS token is added when nothing precedes the text). ``adapter=DIR``
+loads a LoRA adapter made by ``sparseir llm adapt`` (:mod:`sparseir.train.mntp`) and merges it into
+a private copy of the base weights, after checking the base model's fingerprint.
+
+``score="pmi"`` subtracts the model's prior: ``log p(v | text) - log p(v | template, empty text)``,
+an IDF-like normalisation (pointwise mutual information between the text and the token). Tokens
+every context predicts ("the", "The", the instruction's echo) cancel out; ``word_start`` drops word
+pieces that do not start a word (``##j``, ``##sw``).
+
 Templates hold one or more ``{text}`` placeholders (other braces are literal). Each template piece
 and the text are tokenised apart and concatenated, so the pooled positions are known exactly;
 a single space right before ``{text}`` is folded into the text's tokens (``" word"``, as the model
@@ -26,6 +40,7 @@ chunks of at most ``max_chunk_elements`` logits (see :func:`.pooling.pool_logits
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import unicodedata
@@ -36,12 +51,15 @@ from typing import Any, Callable
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from .base import EncoderError, SparseEncoder, module_fingerprint
+from .base import EncoderError, SparseEncoder, module_fingerprint, position_limit
 from .mlm import CHARS_PER_TOKEN, load_pretrained, resolve_model_path
 from .pooling import POOLINGS, pool_logits
 
 MODES = ("plain", "echo", "prompt")
-SCORES = ("logits", "logprob")
+SCORES = ("logits", "logprob", "pmi")
+ATTENTIONS = ("causal", "bidirectional")
+#: Written by ``sparseir llm adapt`` next to the peft files; :func:`read_adapter` checks it.
+ADAPTER_META = "sparseir_adapter.json"
 PLACEHOLDER = "{text}"
 
 #: Default ``(document, query)`` templates per mode.
@@ -89,8 +107,10 @@ def _is_noise(text: str) -> bool:
     return all(ch.isspace() or unicodedata.category(ch)[0] in "PS" for ch in text)
 
 
-def vocabulary_terms(tokenizer: PreTrainedTokenizerBase, vocab: int) -> tuple[list[str], list[int], list[int]]:
-    """Unique readable names for ``vocab`` ids, the special ids, and the whitespace/punctuation ids.
+def vocabulary_terms(tokenizer: PreTrainedTokenizerBase,
+                     vocab: int) -> tuple[list[str], list[int], list[int], list[int]]:
+    """Unique readable names for ``vocab`` ids, the special ids, the whitespace/punctuation ids, and the
+    word pieces that do not start a word (named ``"##..."`` or not).
 
     A word-initial token (``"Ġbone"``) is named by its word (``"bone"``); a token that decodes to
     the same word without the leading space (``"bone"`` inside a word) becomes ``"##bone"``;
@@ -122,7 +142,8 @@ def vocabulary_terms(tokenizer: PreTrainedTokenizerBase, vocab: int) -> tuple[li
         chosen[i] = name
     names = [chosen[i] for i in range(n)] + [f"[{i}]" for i in range(n, vocab)]
     noise = [i for i in range(n) if i not in special and _is_noise(texts[i])]
-    return names, sorted(special), noise
+    pieces = [i for i in range(n) if i not in special and not word_start[i]]
+    return names, sorted(special), noise, pieces
 
 
 def _split_template(template: str, mode: str) -> list[str]:
@@ -168,70 +189,179 @@ def lm_head(model: PreTrainedModel) -> Callable[[torch.Tensor], torch.Tensor]:
     return apply
 
 
-@lru_cache(maxsize=2)
-def _load(path: str, gguf_file: str | None, device: str) -> tuple[PreTrainedTokenizerBase, PreTrainedModel,
-                                                                  list[str], list[int], list[int]]:
-    """Tokenizer, eval-mode model (bf16 on CUDA) and vocabulary names; cached, so encoder variants
-    over one checkpoint (modes, templates, masks) share a single copy of the weights."""
+def bidirectional_mask(attention: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``[batch, 1, seq, seq]`` additive mask from a ``[batch, seq]`` padding mask: every query position
+    sees every real key position, in both directions; padding keys are masked."""
+    keys = attention[:, None, None, :].bool()
+    return torch.zeros(keys.shape, dtype=dtype, device=attention.device).masked_fill(~keys, torch.finfo(dtype).min) \
+        .expand(-1, 1, attention.shape[1], -1)
+
+
+def hidden_states(model: PreTrainedModel, input_ids: torch.Tensor, attention: torch.Tensor,
+                  bidirectional: bool) -> torch.Tensor:
+    """Last hidden states ``[batch, seq, hidden]`` of the model's body, with causal or full attention."""
+    body = model.get_decoder() if hasattr(model, "get_decoder") else model.base_model
+    if bidirectional:
+        attention = bidirectional_mask(attention, next(model.parameters()).dtype)
+    return body(input_ids=input_ids, attention_mask=attention)[0]
+
+
+def declared_architectures(path: str) -> str:
+    """The ``architectures`` a model folder's ``config.json`` declares (empty when there is none)."""
+    config = Path(path) / "config.json"
+    try:
+        return " ".join(json.loads(config.read_text(encoding="utf-8")).get("architectures") or [])
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+
+def load_causal_lm(path: str, gguf_file: str | None) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
+    """Tokenizer and eval-mode causal LM as stored (float32 on the CPU for GGUF); a masked LM is refused
+    with a clear error."""
+    archs = declared_architectures(path)
+    if "MaskedLM" in archs:
+        raise EncoderError(f"{path} is a masked LM ({archs}), not a causal (decoder-only) LM; use the 'mlm' "
+                           "encoder family (MLMSparseEncoder) for it")
     extra = {"gguf_file": gguf_file} if gguf_file else {}
     tokenizer = load_pretrained(AutoTokenizer, path, "tokenizer", **extra)
-    model = load_pretrained(AutoModelForCausalLM, path, "causal-LM model", **extra)
+    return tokenizer, load_pretrained(AutoModelForCausalLM, path, "causal-LM model", **extra).eval()
+
+
+def to_device(model: PreTrainedModel, device: str) -> PreTrainedModel:
+    """``model`` on ``device``, in bf16 on CUDA."""
     if device.startswith("cuda") and torch.cuda.is_bf16_supported():
         model = model.to(dtype=torch.bfloat16)
-    model = model.to(device).eval()
-    return (tokenizer, model, *vocabulary_terms(tokenizer, model.config.vocab_size))
+    return model.to(device)
+
+
+def read_adapter(adapter: str | Path) -> dict[str, Any]:
+    """The metadata of an adapter folder written by ``sparseir llm adapt``, checked for completeness."""
+    folder = Path(adapter)
+    meta_path = folder / ADAPTER_META
+    if not folder.is_dir():
+        raise EncoderError(f"adapter {folder} does not exist or is not a folder")
+    for name in (ADAPTER_META, "adapter_config.json", "adapter_model.safetensors"):
+        if not (folder / name).is_file():
+            raise EncoderError(f"adapter {folder} is incomplete or not a sparseir adapter: {name} is missing")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta["base_fingerprint"], meta["attention"]  # noqa: B018 - required keys
+    except (ValueError, KeyError, TypeError) as e:
+        raise EncoderError(f"adapter metadata {meta_path} is corrupt ({type(e).__name__}: {e})") from e
+    return meta
+
+
+def check_adapter(adapter: str | Path, base_fingerprint: str) -> dict[str, Any]:
+    """:func:`read_adapter`, and an error unless the adapter was made for weights with ``base_fingerprint``."""
+    meta = read_adapter(adapter)
+    if meta["base_fingerprint"] != base_fingerprint:
+        raise EncoderError(f"adapter {adapter} was made for another base model (fingerprint "
+                           f"{meta['base_fingerprint']}, model {meta.get('base_model')!r}); this base model's "
+                           f"fingerprint is {base_fingerprint}")
+    return meta
+
+
+def apply_adapter(model: PreTrainedModel, adapter: str | Path, base_fingerprint: str) -> PreTrainedModel:
+    """``model`` with the LoRA adapter merged in, after checking it was made for these base weights."""
+    check_adapter(adapter, base_fingerprint)
+    from peft import PeftModel
+    from safetensors import SafetensorError
+
+    try:
+        merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as e:
+        raise EncoderError(f"cannot load adapter {adapter}: {type(e).__name__}: {str(e).splitlines()[0]}") from e
+    return merged.eval()
+
+
+@lru_cache(maxsize=3)
+def _load(path: str, gguf_file: str | None, device: str, adapter: str | None = None
+          ) -> tuple[PreTrainedTokenizerBase, PreTrainedModel, list[str], list[int], list[int], list[int]]:
+    """Tokenizer, eval-mode model and vocabulary names; cached, so encoder variants over one checkpoint
+    (modes, templates, masks) share a single copy of the weights. An adapter gets its own merged copy."""
+    tokenizer, model = load_causal_lm(path, gguf_file)
+    if adapter is not None:
+        model = apply_adapter(model, adapter, module_fingerprint(model))
+    return (tokenizer, to_device(model, device).eval(), *vocabulary_terms(tokenizer, model.config.vocab_size))
 
 
 class LLMSparseEncoder(SparseEncoder):
     """Vocabulary-space sparse vectors from any ``AutoModelForCausalLM`` id, folder or GGUF checkpoint.
 
-    ``mode`` is ``"plain"``, ``"echo"`` or ``"prompt"`` (the default: by far the best retriever of the
-    three on SciFact, see ``bench/results/llm.md``); ``doc_template``/``query_template``
-    override its defaults (:data:`TEMPLATES`). ``mask`` zeroes special, pure-whitespace and
-    pure-punctuation tokens. ``score`` is ``"logits"`` or ``"logprob"`` (see the module docstring).
-    ``restrict_to_input`` keeps only the ids of the text's own words
-    (default: on for ``prompt``, off otherwise). ``max_length`` bounds each copy of the text.
+    ``mode`` is ``"plain"``, ``"echo"`` or ``"prompt"`` (default: ``prompt`` under causal attention,
+    ``plain`` under bidirectional attention, which has no next-token slot after an instruction);
+    ``doc_template``/``query_template`` override its defaults (:data:`TEMPLATES`). ``attention`` is
+    ``"causal"`` or ``"bidirectional"`` (default: the adapter's, else causal). ``adapter`` is a LoRA
+    folder from ``sparseir llm adapt``. ``mask`` zeroes special, pure-whitespace and pure-punctuation
+    tokens; ``word_start`` also zeroes word pieces that start no word. ``score`` is ``"logits"``,
+    ``"logprob"`` or ``"pmi"`` (see the module docstring; default ``pmi`` for ``prompt``, whose single
+    position has one well-defined prior, else ``logprob``: a prior taken at the text's start is the
+    wrong prior for its later positions and leaves plain/echo vectors dense). ``restrict_to_input``
+    keeps only the ids of the text's own words (default: on for ``prompt``, off otherwise).
+    ``max_length`` bounds each copy of the text.
     """
 
     name = "llm"
 
-    def __init__(self, model_name_or_path: str, *, gguf_file: str | None = None, mode: str = "prompt",
+    def __init__(self, model_name_or_path: str, *, gguf_file: str | None = None, mode: str | None = None,
+                 attention: str | None = None, adapter: str | None = None,
                  doc_template: str | None = None, query_template: str | None = None, mask: bool = True,
-                 score: str = "logprob",
+                 word_start: bool = True, score: str | None = None,
                  restrict_to_input: bool | None = None, max_length: int = 256, query_max_length: int = 64,
                  pooling: str = "max", max_active_dims: int | None = None, batch_size: int = 16,
                  device: str | torch.device | None = None, max_chunk_elements: int = 1 << 23) -> None:
         super().__init__(batch_size=batch_size, max_active_dims=max_active_dims, device=device)
+        self.adapter = str(Path(adapter).resolve()) if adapter is not None else None
+        meta = read_adapter(self.adapter) if self.adapter is not None else {}
+        attention = attention if attention is not None else meta.get("attention", "causal")
+        if attention not in ATTENTIONS:
+            raise EncoderError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
+        mode = mode if mode is not None else ("prompt" if attention == "causal" else "plain")
         if mode not in MODES:
             raise EncoderError(f"mode must be one of {MODES}, got {mode!r}")
+        if attention == "bidirectional" and mode == "prompt":
+            raise EncoderError("prompt mode reads the next-token prediction after an instruction, which needs "
+                               "causal attention; use mode='plain' or 'echo' with attention='bidirectional'")
         if pooling not in POOLINGS:
             raise EncoderError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        score = score if score is not None else ("pmi" if mode == "prompt" else "logprob")
         if score not in SCORES:
             raise EncoderError(f"score must be one of {SCORES}, got {score!r}")
-        if max_length < 1 or query_max_length < 1:
-            raise EncoderError("max_length and query_max_length must be >= 1")
-        self.mode, self.pooling, self.mask, self.score = mode, pooling, bool(mask), score
+        self.mode, self.attention, self.pooling, self.score = mode, attention, pooling, score
+        self.mask, self.word_start = bool(mask), bool(word_start)
         self.doc_template = doc_template if doc_template is not None else TEMPLATES[mode][0]
         self.query_template = query_template if query_template is not None else TEMPLATES[mode][1]
         self._pieces = {False: _split_template(self.doc_template, mode),
                         True: _split_template(self.query_template, mode)}
         self.restrict_to_input = (mode == "prompt") if restrict_to_input is None else bool(restrict_to_input)
-        self.max_length, self.query_max_length = max_length, query_max_length
         self.max_chunk_elements = max_chunk_elements
         path, self.gguf_file = find_gguf(resolve_model_path(str(model_name_or_path)), gguf_file)
         self.model_name_or_path = path
-        loaded = _load(path, self.gguf_file, str(self.device))
-        self.tokenizer, self.model, self._terms, self.special_ids, self.noise_ids = loaded
+        loaded = _load(path, self.gguf_file, str(self.device), self.adapter)
+        self.tokenizer, self.model, self._terms, self.special_ids, self.noise_ids, self.piece_ids = loaded
         self.vocab = self.model.config.vocab_size
+        limit = position_limit(self.model, self.tokenizer)
+        self.max_length = self._check_max_length(max_length, limit, "--max-length")
+        self.query_max_length = self._check_max_length(query_max_length, limit, "--query-max-length")
         excluded = set(range(len(self.tokenizer), self.vocab))
         if self.mask:
             excluded |= set(self.special_ids) | set(self.noise_ids)
+        if self.word_start:
+            excluded |= set(self.piece_ids)
         self._excluded = torch.tensor(sorted(excluded), dtype=torch.long, device=self.device)
         self._head = lm_head(self.model)
         self._prefix = self._special_prefix()
+        bos = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.tokenizer.eos_token_id
+        #: What a row starts with when nothing else would precede the first pooled (shifted) position.
+        self._start = self._prefix or ([bos] if bos is not None else [])
         self._pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self._piece_ids: dict[tuple[bool, int], list[int]] = {}
+        self._prior: dict[bool, torch.Tensor] = {}
         self._fingerprint: str | None = None
+
+    @property
+    def bidirectional(self) -> bool:
+        return self.attention == "bidirectional"
 
     def _special_prefix(self) -> list[int]:
         """The special ids the tokenizer puts before a text (a BOS token, for many models)."""
@@ -244,13 +374,15 @@ class LLMSparseEncoder(SparseEncoder):
 
     def config(self) -> dict[str, Any]:
         return {"type": self.name, "model": self.model_name_or_path, "gguf_file": self.gguf_file, "mode": self.mode,
+                "attention": self.attention, "adapter": self.adapter,
                 "doc_template": self.doc_template, "query_template": self.query_template, "score": self.score,
-                "mask": self.mask, "restrict_to_input": self.restrict_to_input, "max_length": self.max_length,
-                "query_max_length": self.query_max_length, "pooling": self.pooling,
+                "mask": self.mask, "word_start": self.word_start, "restrict_to_input": self.restrict_to_input,
+                "max_length": self.max_length, "query_max_length": self.query_max_length, "pooling": self.pooling,
                 "max_active_dims": self.max_active_dims}
 
     @property
     def fingerprint(self) -> str:
+        """Hash of the weights in use (an adapter is merged in, so it changes the fingerprint)."""
         if self._fingerprint is None:
             self._fingerprint = module_fingerprint(self.model)
         return self._fingerprint
@@ -271,21 +403,41 @@ class LLMSparseEncoder(SparseEncoder):
             ids.append(self._piece_ids[key])
         return ids, lead
 
-    def build_inputs(self, texts: list[str], is_query: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Right-padded ``input_ids``, ``attention_mask`` and the mode's ``pool_mask``, all ``[batch, seq]``."""
-        max_length = self.query_max_length if is_query else self.max_length
-        pieces, lead = self._pieces_for(is_query)
-        texts = [(" " if lead else "") + t[: max_length * CHARS_PER_TOKEN] for t in texts]
-        text_ids = self.tokenizer(texts, add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]
+    def _rows(self, text_ids: list[list[int]], is_query: bool) -> tuple[list[list[int]], list[tuple[int, int]]]:
+        """Token rows and the pooled ``[a, b)`` span of each.
+
+        ``plain``/``echo``: under causal attention, the (last copy of the) text's own positions, each
+        predicting the next token; under bidirectional attention, the same shifted left by one (MNTP:
+        the output at ``i - 1`` stands for token ``i``). ``prompt``: the last position. An empty text
+        gives the one position that predicts its first token (the model's prior, for ``score="pmi"``).
+        """
+        pieces, _ = self._pieces_for(is_query)
+        shift = 1 if self.bidirectional else 0
         rows, spans = [], []
         for ids in text_ids:
             row = list(self._prefix) + pieces[0]
+            if not row and (shift or not ids):
+                row = list(self._start)
             start = len(row)
             for piece in pieces[1:]:
                 start = len(row)
                 row += ids + piece
             rows.append(row)
-            spans.append((start, start + len(ids)) if self.mode != "prompt" else (len(row) - 1, len(row)))
+            if self.mode == "prompt":
+                spans.append((len(row) - 1, len(row)))
+            elif not ids:
+                spans.append((start - 1, start))
+            else:
+                spans.append((start - shift, start + len(ids) - shift))
+        return rows, spans
+
+    def build_inputs(self, texts: list[str], is_query: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Right-padded ``input_ids``, ``attention_mask`` and the mode's ``pool_mask``, all ``[batch, seq]``."""
+        max_length = self.query_max_length if is_query else self.max_length
+        _, lead = self._pieces_for(is_query)
+        texts = [(" " if lead else "") + t[: max_length * CHARS_PER_TOKEN] if t else "" for t in texts]
+        text_ids = self.tokenizer(texts, add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]
+        rows, spans = self._rows(text_ids, is_query)
         seq = max(map(len, rows))
         input_ids = torch.full((len(rows), seq), self._pad_id, dtype=torch.long)
         attention = torch.zeros((len(rows), seq), dtype=torch.long)
@@ -303,23 +455,39 @@ class LLMSparseEncoder(SparseEncoder):
         for i, text in enumerate(texts):
             words = _WORD.findall(text[: self.max_length * CHARS_PER_TOKEN])
             words += [w.lower() for w in words]
-            ids = self.tokenizer([" ".join(words), "\n".join(words)], add_special_tokens=False)["input_ids"]
+            ids = self.tokenizer([" " + " ".join(words), "\n".join(words)], add_special_tokens=False)["input_ids"]
             allowed[i, torch.tensor(ids[0] + ids[1], dtype=torch.long, device=self.device)] = True
         return allowed
 
     # --- encoding ----------------------------------------------------------------------
+    def logits(self, input_ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+        """Full ``[batch, seq, vocab]`` logits under this encoder's attention (for tests and the prior)."""
+        return self._head(hidden_states(self.model, input_ids, attention, self.bidirectional))
+
+    def prior(self, is_query: bool) -> torch.Tensor:
+        """``[vocab]`` log-probabilities at the pooled position of an empty text: the model's prior."""
+        if is_query not in self._prior:
+            with torch.inference_mode():
+                input_ids, attention, pool = self.build_inputs([""], is_query)
+                logits = self.logits(input_ids, attention)[pool]
+                self._prior[is_query] = torch.log_softmax(logits.float(), -1)[0]
+        return self._prior[is_query]
+
     def _encode_batch(self, texts: list[str], is_query: bool) -> torch.Tensor:
         input_ids, attention, pool = self.build_inputs(texts, is_query)
-        hidden = self.model.base_model(input_ids=input_ids, attention_mask=attention)[0]
-        out = pool_logits(hidden, pool, lambda h: self.scores(self._head(h)), self.vocab, self.pooling,
+        hidden = hidden_states(self.model, input_ids, attention, self.bidirectional)
+        out = pool_logits(hidden, pool, lambda h: self.scores(self._head(h), is_query), self.vocab, self.pooling,
                           self.max_chunk_elements)
         return self._postprocess(out, texts)
 
-    def scores(self, logits: torch.Tensor) -> torch.Tensor:
+    def scores(self, logits: torch.Tensor, is_query: bool = False) -> torch.Tensor:
         """The ``score`` of every token from ``[..., vocab]`` logits."""
         if self.score == "logits":
             return logits
-        return torch.log_softmax(logits.float(), -1) + math.log(self.vocab)
+        logprob = torch.log_softmax(logits.float(), -1)
+        if self.score == "pmi":
+            return logprob - self.prior(is_query)
+        return logprob + math.log(self.vocab)
 
     def _postprocess(self, weights: torch.Tensor, texts: list[str]) -> torch.Tensor:
         if self.restrict_to_input:
@@ -330,12 +498,14 @@ class LLMSparseEncoder(SparseEncoder):
 
 @torch.inference_mode()
 def naive_encode(encoder: LLMSparseEncoder, texts: list[str], is_query: bool = False) -> torch.Tensor:
-    """The formula on full ``batch x seq x vocab`` logits of ``model(...)``, in input order.
+    """The formula on full ``batch x seq x vocab`` logits, in input order.
 
     A reference for tests: it materialises every logit, so keep batches small.
     """
     input_ids, attention, pool = encoder.build_inputs(texts, is_query)
+    if encoder.bidirectional:
+        attention = bidirectional_mask(attention, next(encoder.model.parameters()).dtype)
     logits = encoder.model(input_ids=input_ids, attention_mask=attention).logits.float()
-    w = torch.log1p(torch.relu(encoder.scores(logits))) * pool.unsqueeze(-1)
+    w = torch.log1p(torch.relu(encoder.scores(logits, is_query))) * pool.unsqueeze(-1)
     out = w.amax(1) if encoder.pooling == "max" else w.sum(1)
     return encoder._postprocess(out, texts)

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from .base import EncoderError, SparseEncoder, module_fingerprint
+from .base import EncoderError, SparseEncoder, module_fingerprint, position_limit
 from .pooling import POOLINGS, VocabHead, bf16_screening_available, pool_logits
 
 #: Characters kept per allowed token before tokenising, so a huge document costs no more than a long one.
@@ -68,7 +68,6 @@ class MLMSparseEncoder(SparseEncoder):
             raise EncoderError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         self.model_name_or_path = resolve_model_path(str(model_name_or_path))
         self.query_model_name_or_path = resolve_model_path(str(query_model)) if query_model else None
-        self.max_length, self.query_max_length = max_length, query_max_length
         self.pooling = pooling
         self.max_chunk_elements = max_chunk_elements
         self.screen = bf16_screening_available(self.device) if screen is None else screen
@@ -77,6 +76,10 @@ class MLMSparseEncoder(SparseEncoder):
             self.query_tokenizer, self.query_model = self._load(self.query_model_name_or_path)
         else:
             self.query_tokenizer, self.query_model = self.tokenizer, self.model
+        self.max_length = self._check_max_length(max_length, position_limit(self.model, self.tokenizer),
+                                                 "--max-length")
+        self.query_max_length = self._check_max_length(
+            query_max_length, position_limit(self.query_model, self.query_tokenizer), "--query-max-length")
         self._heads = {id(m): _split_head(m) for m in (self.model, self.query_model)}
         vocab = self.model.config.vocab_size
         tokens = self.tokenizer.convert_ids_to_tokens(list(range(min(vocab, len(self.tokenizer)))))

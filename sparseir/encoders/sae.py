@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from sparseir.encoders.base import EncoderError, SparseEncoder, module_fingerprint
+from sparseir.encoders.base import EncoderError, SparseEncoder, module_fingerprint, position_limit
 from sparseir.sae.checkpoint import LABELS, load_sae, read_json
 from sparseir.sae.collect import EmbeddingSource, HiddenStateSource
 
@@ -32,7 +32,7 @@ class SAESparseEncoder(SparseEncoder):
 
     def __init__(
         self,
-        path: str | Path,
+        model_name_or_path: str | Path,
         *,
         k: int | None = None,
         normalize: bool = False,
@@ -47,7 +47,10 @@ class SAESparseEncoder(SparseEncoder):
         super().__init__(batch_size=batch_size, max_active_dims=max_active_dims, device=device)
         if pooling not in POOLINGS:
             raise EncoderError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-        self.path = Path(path)
+        self._check_max_length(max_length, None, "--max-length")
+        self._check_max_length(query_max_length, None, "--query-max-length")
+        self.path = Path(model_name_or_path)
+        self.model_name_or_path = str(self.path)
         try:
             self.sae, self.sae_config = load_sae(self.path, self.device)
         except (FileNotFoundError, ValueError) as e:
@@ -72,6 +75,10 @@ class SAESparseEncoder(SparseEncoder):
             )
         else:
             raise EncoderError(f"{self.path}: unknown activation source kind {source['kind']!r}")
+        if source["kind"] == "hidden":
+            limit = position_limit(self.source.model, self.source.tokenizer)
+            self._check_max_length(max_length, limit, "--max-length")
+            self._check_max_length(query_max_length, limit, "--query-max-length")
         if self.source.dim != self.sae.cfg.d_in:
             raise EncoderError(
                 f"{self.model_path} gives {self.source.dim}-d activations, the SAE expects {self.sae.cfg.d_in}"
@@ -99,7 +106,7 @@ class SAESparseEncoder(SparseEncoder):
     def config(self) -> dict[str, Any]:
         return {
             "type": self.name,
-            "path": str(self.path),
+            "model": self.model_name_or_path,
             "k": self.k,
             "normalize": self.normalize,
             "pooling": self.pooling,

@@ -10,15 +10,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from sparseir.encoders.base import pick_device
 from sparseir.sae.store import MEAN_POOLED, StoreWriter
 
 SOURCE_KINDS = ("hidden", "embedding")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
-
-
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """The requested device, else CUDA when available, else CPU."""
-    return torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def split_sentences(text: str, min_chars: int = 20) -> list[str]:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from sparseir.encoders.base import pick_device
 from sparseir.sae.checkpoint import TRAIN_STATE, read_config, save_sae
 from sparseir.sae.model import SAEConfig, SparseAutoencoder
 from sparseir.sae.store import ActivationStore
@@ -33,11 +34,6 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.batch_size <= 0 or self.epochs <= 0 or self.chunk_rows <= 0:
             raise ValueError("batch_size, epochs and chunk_rows must be positive")
-
-
-def default_device() -> torch.device:
-    """CUDA when available, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _lr_at(step: int, total: int, base: float, cfg: TrainConfig) -> float:
@@ -71,7 +67,7 @@ def train_sae(
     train_cfg = train_cfg or TrainConfig()
     if sae_cfg.d_in != store.dim:
         raise ValueError(f"SAE d_in={sae_cfg.d_in} but the activations have dim {store.dim}")
-    device = torch.device(device) if device else default_device()
+    device = pick_device(device)
     out = Path(out)
     torch.manual_seed(train_cfg.seed)
     model = SparseAutoencoder(sae_cfg, generator=torch.Generator().manual_seed(train_cfg.seed))

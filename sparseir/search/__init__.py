@@ -1,7 +1,24 @@
-"""Exact top-k dot-product search, batch search and explanations."""
+"""Exact and approximate top-k search, batch search and explanations.
 
-from .approx import ApproxIndex, ApproxParams, ApproxSearcher
-from .searcher import Contribution, EncoderMismatchError, Hit, Searcher, numba_threads
+Names are imported lazily: importing this package (or :mod:`sparseir.search.params`) pulls in
+neither Numba nor torch.
+"""
 
-__all__ = ["ApproxIndex", "ApproxParams", "ApproxSearcher", "Contribution", "EncoderMismatchError", "Hit",
-           "Searcher", "numba_threads"]
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "Searcher": "searcher", "Hit": "searcher", "Contribution": "searcher", "EncoderMismatchError": "searcher",
+    "numba_threads": "searcher",
+    "ApproxSearcher": "approx", "ApproxIndex": "approx",
+    "ApproxParams": "params", "check_k": "params",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'sparseir.search' has no attribute {name!r}")
+
+
+__all__ = sorted(_EXPORTS)

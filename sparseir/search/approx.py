@@ -21,10 +21,12 @@ similar upper bounds, so dynamic pruning skips little. This mode bounds the work
    partial score is below ``heap_factor`` times the current k-th exact score (0: score all).
    Returned scores are exact dot products, bit-identical to the exact path's.
 
-The defaults were picked by measurement (``bench/results/speed.md``): recall@10 >= 0.95 of exact
-on SciFact splade-tiny vectors and on the 1M-document synthetic corpus, where the "pruned"
-source stays far below 0.95 at any speed better than exact (its near-duplicate documents differ
-only in mid-weight terms that single-term impact pruning drops).
+Each segment of a live index gets its own structures; deleted documents are never candidates;
+the per-segment results are merged as in exact search. The defaults were picked by measurement
+(``bench/results/speed.md``): recall@10 >= 0.95 of exact on SciFact splade-tiny vectors and on
+the 1M-document synthetic corpus, where the "pruned" source stays far below 0.95 at any speed
+better than exact (its near-duplicate documents differ only in mid-weight terms that single-term
+impact pruning drops).
 
 The extra structures are built in memory from the exact index on demand (no change to the
 on-disk format); :attr:`ApproxIndex.nbytes` reports their size. Exact search stays the default:
@@ -33,56 +35,27 @@ use :class:`ApproxSearcher` to opt in.
 
 from __future__ import annotations
 
-import argparse
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import numba
 import numpy as np
 import scipy.sparse as sp
 
-from ..encoders import SparseEncoder
-from ..index import SparseIndex
-from .approx_kernels import (approx_search_batch, approx_search_one, forward_index, full_search_one,
-                             impact_order_float, impact_order_uint8, pruned_lengths)
-from .searcher import Searcher, numba_threads
-
-
-SOURCES = ("pruned", "full")
-
-
-@dataclass(frozen=True)
-class ApproxParams:
-    """Knobs of the approximate mode. Build-time: ``n_postings``, ``block_size``; the rest per query.
-
-    The defaults reach recall@10 >= 0.95 of exact search on SciFact splade-tiny vectors and on
-    the 1M-document synthetic corpus (see ``bench/results/speed.md``). Larger ``query_cut``,
-    ``candidates``, ``budget``, ``n_postings`` and smaller ``heap_factor`` trade speed for recall.
-    """
-
-    source: str = "full"        #: candidates from the "full" lists of the cut dims, or "pruned" blocks
-    n_postings: int = 4096      #: "pruned": postings kept per dimension (the highest impacts)
-    block_size: int = 32        #: "pruned": postings per block; a block's summary is its maximum impact
-    query_cut: int = 12         #: heaviest query dimensions that generate candidates
-    budget: int = 20_000        #: "pruned": distinct documents touched per query (0: no limit)
-    candidates: int = 200       #: most documents re-scored exactly
-    heap_factor: float = 0.0    #: stop re-scoring below heap_factor * k-th exact score (0: score all)
-
-    def __post_init__(self) -> None:
-        for name in ("n_postings", "block_size", "query_cut", "candidates"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.source not in SOURCES:
-            raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
-        if self.budget < 0:
-            raise ValueError(f"budget must be >= 0, got {self.budget}")
-        if not 0.0 <= self.heap_factor <= 1.0:
-            raise ValueError(f"heap_factor must be in [0, 1], got {self.heap_factor}")
+from ..errors import UsageError
+from ..index.format import IndexFormatError
+from ..index.live import LiveIndex
+from ..index.segment import SparseIndex
+from .approx_kernels import (Forward, Knobs, Pruned, Scratch, approx_search_batch, approx_search_one, forward_index,
+                             full_search_one, impact_order_float, impact_order_uint8, pruned_lengths)
+from .kernels import CORRUPT, Queries, Query, TopK
+from .params import ApproxParams, check_k
+from .searcher import Searcher, merge_topk, numba_threads
 
 
 class ApproxIndex:
-    """The approximate mode's in-memory structures for one :class:`SparseIndex`."""
+    """The approximate mode's in-memory structures for one segment (:class:`SparseIndex`)."""
 
     def __init__(self, index: SparseIndex, n_postings: int = ApproxParams.n_postings,
                  block_size: int = ApproxParams.block_size) -> None:
@@ -91,17 +64,24 @@ class ApproxIndex:
         self.n_postings, self.block_size = n_postings, block_size
         self.n_docs, self.n_dims = index.n_docs, index.n_dims
         offsets, docs, impacts = index.offsets, np.asarray(index.docs), np.asarray(index.impacts)
+        if len(docs) and int(docs.max()) >= index.n_docs:
+            raise IndexFormatError(f"{index.path}: posting document ids beyond n_docs ({index.n_docs}), the index "
+                                   "is corrupt (run `sparseir check`)")
+        doc_nnz = np.asarray(index.doc_nnz)
+        if int(doc_nnz.sum()) != len(docs):
+            raise IndexFormatError(f"{index.path}: doc_nnz disagrees with the postings, the index is corrupt")
         dims_dtype = np.uint16 if index.n_dims <= np.iinfo(np.uint16).max + 1 else np.uint32
         self.fwd_dims = np.empty(index.n_postings, dtype=dims_dtype)
         self.fwd_vals = np.empty(index.n_postings, dtype=impacts.dtype)
-        self.fwd_indptr = forward_index(offsets, docs, impacts, np.asarray(index.doc_nnz), self.fwd_dims,
-                                        self.fwd_vals)
+        self.fwd_indptr = forward_index(offsets, docs, impacts, doc_nnz, self.fwd_dims, self.fwd_vals)
         self.p_offsets = np.zeros(index.n_dims + 1, dtype=np.int64)
         np.cumsum(pruned_lengths(offsets, n_postings), out=self.p_offsets[1:])
         self.p_docs = np.empty(self.p_offsets[-1], dtype=np.uint32)
         self.p_impacts = np.empty(self.p_offsets[-1], dtype=impacts.dtype)
         order = impact_order_uint8 if impacts.dtype == np.uint8 else impact_order_float
         order(offsets, docs, impacts, self.p_offsets, self.p_docs, self.p_impacts)
+        self.forward = Forward(self.fwd_indptr, self.fwd_dims, self.fwd_vals)
+        self.pruned = Pruned(self.p_offsets, self.p_docs, self.p_impacts, block_size)
         self.build_seconds = time.perf_counter() - start
 
     @property
@@ -114,22 +94,32 @@ class ApproxIndex:
 class ApproxSearcher(Searcher):
     """A :class:`Searcher` whose searches are approximate (see the module docstring).
 
-    ``params`` sets every knob; ``approx`` reuses structures already built for this index with the
-    same ``n_postings`` and ``block_size``. :meth:`exact` gives the exact searcher of the same index.
+    ``params`` sets every knob; ``approx`` reuses structures already built (one
+    :class:`ApproxIndex` per segment, or one for a one-segment index) with the same
+    ``n_postings`` and ``block_size``. :meth:`exact` gives the exact searcher of the same index.
     """
 
-    def __init__(self, index: SparseIndex | str | Path, encoder: SparseEncoder | None = None,
-                 params: ApproxParams = ApproxParams(), approx: ApproxIndex | None = None) -> None:
+    def __init__(self, index: LiveIndex | SparseIndex | str | Path, encoder=None,
+                 params: ApproxParams = ApproxParams(), approx: ApproxIndex | list[ApproxIndex] | None = None) -> None:
+        self.params = params
+        self._given = [approx] if isinstance(approx, ApproxIndex) else approx
         super().__init__(index, encoder)
-        if approx is None:
-            approx = ApproxIndex(self.index, params.n_postings, params.block_size)
-        elif (approx.n_postings, approx.block_size, approx.n_docs) != (params.n_postings, params.block_size,
-                                                                       self.index.n_docs):
-            raise ValueError("approx was built for another index or other n_postings/block_size")
-        self.params, self.approx = params, approx
-        self._partial = np.zeros(self.index.n_docs, dtype=np.float32)
-        self._q_dense = np.zeros(self.index.n_dims, dtype=np.float32)
-        self._touched = np.empty(self._touched_size(), dtype=np.int64)
+
+    def _use(self, index: LiveIndex) -> None:
+        super()._use(index)
+        p, given = self.params, self._given
+        if given is not None:
+            if len(given) != len(index.segments) or any(
+                    (a.n_postings, a.block_size, a.n_docs) != (p.n_postings, p.block_size, s.n_docs)
+                    for a, s in zip(given, index.segments)):
+                raise UsageError("approx was built for another index or other n_postings/block_size")
+            self.approx = list(given)
+        else:
+            old = {id(s): a for s, a in zip(getattr(self, "_approx_segments", []), getattr(self, "approx", []))}
+            self.approx = [old.get(id(s)) or ApproxIndex(s, p.n_postings, p.block_size) for s in index.segments]
+        self._given = None  # a refresh builds structures for new segments
+        self._approx_segments = list(index.segments)
+        self._scratch: list[Scratch | None] = [None] * len(index.segments)
 
     def with_params(self, **changes) -> ApproxSearcher:
         """A searcher over the same structures with other per-query knobs."""
@@ -139,64 +129,43 @@ class ApproxSearcher(Searcher):
     def exact(self) -> Searcher:
         return Searcher(self.index, self._encoder)
 
-    def _touched_size(self) -> int:
+    def _touched_size(self, n_docs: int) -> int:
         b = self.params.budget
-        return max(1, min(self.index.n_docs, b) if b > 0 else self.index.n_docs)
+        return max(1, min(n_docs, b) if b > 0 else n_docs)
 
     def search_vectors(self, queries: sp.spmatrix, k: int = 10,
                        threads: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Approximate top-k internal doc ids ``[n, k]``, exact scores ``[n, k]`` and hit counts ``[n]``."""
+        """Approximate top-k global positions ``[n, k]``, exact scores ``[n, k]`` and hit counts ``[n]``."""
+        check_k(k)
         q = sp.csr_matrix(queries, dtype=np.float32)
         q.sum_duplicates()
-        a, p = self.approx, self.params
-        weights = q.data * np.float32(self.index.scale)
+        p = self.params
+        qs = Queries(q.indptr, q.indices, q.data * np.float32(self.index.scale))
+        kn = Knobs(k, p.query_cut, p.budget, p.candidates, p.heap_factor)
         n = q.shape[0]
-        ids = np.zeros((n, k), dtype=np.int64)
-        scores = np.zeros((n, k), dtype=np.float32)
-        counts = np.zeros(n, dtype=np.int64)
-        ix = self.index
-        if n == 1 and p.source == "full":
-            counts[0] = full_search_one(ix.offsets, ix.docs, ix.impacts, a.fwd_indptr, a.fwd_dims, a.fwd_vals,
-                                        q.indices, weights, k, p.query_cut, p.candidates, p.heap_factor, self._acc,
-                                        self._q_dense, ids[0], scores[0])
-        elif n == 1:
-            counts[0] = approx_search_one(a.p_offsets, a.p_docs, a.p_impacts, a.block_size, a.fwd_indptr,
-                                          a.fwd_dims, a.fwd_vals, q.indices, weights, k, p.query_cut, p.budget,
-                                          p.candidates, p.heap_factor, self._partial, self._touched, self._q_dense,
-                                          ids[0], scores[0])
-        elif n:
-            with numba_threads(threads):
-                blocks = min(n, 4 * numba.get_num_threads())
-                approx_search_batch(ix.offsets, ix.docs, ix.impacts, a.p_offsets, a.p_docs, a.p_impacts, a.block_size,
-                                    a.fwd_indptr, a.fwd_dims, a.fwd_vals, q.indptr, q.indices, weights, ix.n_dims, k,
-                                    p.source == "full", p.query_cut, p.budget, p.candidates, p.heap_factor, blocks,
-                                    self._touched_size(), ids, scores, counts)
-        return ids, scores, counts
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--approx`` and one option per :class:`ApproxParams` knob to a search/eval parser."""
-    g = parser.add_argument_group("approximate search (exact unless --approx)")
-    g.add_argument("--approx", action="store_true", help="search approximately (see sparseir.search.approx)")
-    for f in fields(ApproxParams):
-        g.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=None, metavar="N",
-                       help=f"{_KNOB_HELP[f.name]} (default {f.default})")
-
-
-def params_from_args(args: argparse.Namespace) -> ApproxParams | None:
-    """The :class:`ApproxParams` asked for on the command line, or ``None`` for exact search."""
-    if not args.approx:
-        return None
-    return ApproxParams(**{f.name: getattr(args, f.name) for f in fields(ApproxParams)
-                           if getattr(args, f.name, None) is not None})
-
-
-_KNOB_HELP = {
-    "source": f"where candidates come from: {' or '.join(SOURCES)}",
-    "n_postings": "postings kept per dimension",
-    "block_size": "postings per block",
-    "query_cut": "heaviest query dimensions traversed",
-    "budget": "distinct documents touched per query, 0 = no limit",
-    "candidates": "most documents re-scored exactly",
-    "heap_factor": "stop re-scoring below this fraction of the k-th exact score",
-}
+        parts = []
+        for s, (post, a) in enumerate(zip(self._postings, self.approx)):
+            out = TopK(np.zeros((n, k), np.int64), np.zeros((n, k), np.float32), np.zeros(n, np.int64))
+            n_docs = post.dead.shape[0]
+            if n == 1:
+                sc = self._scratch[s]
+                if sc is None or sc.touched.shape[0] != self._touched_size(n_docs):
+                    sc = self._scratch[s] = Scratch(np.zeros(n_docs, np.float32),
+                                                    np.empty(self._touched_size(n_docs), np.int64),
+                                                    np.zeros(self.index.n_dims, np.float32))
+                one = Query(qs.dims, qs.weights)
+                if p.source == "full":
+                    out.counts[0] = full_search_one(post, a.forward, one, kn, sc, out.ids[0], out.scores[0])
+                else:
+                    out.counts[0] = approx_search_one(post, a.pruned, a.forward, one, kn, sc, out.ids[0],
+                                                      out.scores[0])
+            elif n:
+                with numba_threads(threads):
+                    blocks = min(n, 4 * numba.get_num_threads())
+                    approx_search_batch(post, a.pruned, a.forward, qs, kn, p.source == "full", self.index.n_dims,
+                                        blocks, self._touched_size(n_docs), out)
+            if (out.counts == CORRUPT).any():
+                raise IndexFormatError(f"{self.index.segments[s].path}: posting document ids out of range, the "
+                                       "index is corrupt (run `sparseir check`)")
+            parts.append(out)
+        return merge_topk(parts, self.index.bases, n, k)

@@ -12,10 +12,47 @@ through the forward index, stopping at the first candidate whose partial score f
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit, prange
 
-from .kernels import CHUNK, heap_push, heap_sort, search_one
+from .kernels import CHUNK, CORRUPT, Postings, Queries, Query, TopK, heap_push, heap_sort, search_one
+
+
+class Forward(NamedTuple):
+    """Forward index: document ``d``'s (dim, impact) pairs are ``[indptr[d], indptr[d+1])``."""
+
+    indptr: np.ndarray
+    dims: np.ndarray
+    vals: np.ndarray
+
+
+class Pruned(NamedTuple):
+    """Per dimension its highest-impact postings in impact order, cut into blocks of ``block_size``."""
+
+    offsets: np.ndarray
+    docs: np.ndarray
+    impacts: np.ndarray
+    block_size: int
+
+
+class Knobs(NamedTuple):
+    """Per-query knobs (see :class:`sparseir.search.params.ApproxParams`)."""
+
+    k: int
+    query_cut: int
+    budget: int
+    candidates: int
+    heap_factor: float
+
+
+class Scratch(NamedTuple):
+    """Per-thread scratch: ``acc`` (float32, zeros), ``touched`` (int64), ``q_dense`` (float32 [n_dims], zeros)."""
+
+    acc: np.ndarray
+    touched: np.ndarray
+    q_dense: np.ndarray
 
 
 @njit(cache=True)
@@ -96,80 +133,77 @@ def _select_terms(q_dims: np.ndarray, q_weights: np.ndarray, query_cut: int) -> 
 
 
 @njit(cache=True)
-def approx_search_one(p_offsets: np.ndarray, p_docs: np.ndarray, p_impacts: np.ndarray, block_size: int,
-                      fwd_indptr: np.ndarray, fwd_dims: np.ndarray, fwd_vals: np.ndarray,
-                      q_dims: np.ndarray, q_weights: np.ndarray, k: int, query_cut: int, budget: int,
-                      max_candidates: int, heap_factor: float, acc: np.ndarray, touched: np.ndarray,
-                      q_dense: np.ndarray, out_ids: np.ndarray, out_scores: np.ndarray) -> int:
-    """Approximate top-k for one query; returns the number of hits written (best first).
+def approx_search_one(p: Postings, pr: Pruned, fw: Forward, q: Query, kn: Knobs, sc: Scratch,
+                      out_ids: np.ndarray, out_scores: np.ndarray) -> int:
+    """Approximate top-k for one query ("pruned" source); returns the number of hits written (best first).
 
-    ``acc`` (float32 [n_docs]) and ``q_dense`` (float32 [n_dims]) must be zero and are zero
-    again on return; ``touched`` (int64) needs ``budget`` slots, or ``n_docs`` when ``budget``
-    is 0 (no budget).
+    ``sc.acc`` needs ``n_docs`` zeros, ``sc.touched`` ``budget`` slots (``n_docs`` when
+    ``budget`` is 0); ``acc`` and ``q_dense`` are zero again on return.
     """
+    if kn.k < 1 or kn.candidates < 1:
+        raise ValueError("k and candidates must be >= 1")
+    q_dims, q_weights, acc, touched, q_dense = q.dims, q.weights, sc.acc, sc.touched, sc.q_dense
     if q_dims.shape[0] == 0:
         return 0
     for j in range(q_dims.shape[0]):
         q_dense[q_dims[j]] = np.float32(q_weights[j])
-    terms = _select_terms(q_dims, q_weights, query_cut)
+    terms = _select_terms(q_dims, q_weights, kn.query_cut)
     nt = terms.shape[0]
     cursor = np.empty(nt, dtype=np.int64)  # next block of each kept term; blocks are in impact order
     stop = np.empty(nt, dtype=np.int64)
     weight = np.empty(nt, dtype=np.float32)
     for j in range(nt):
         t = q_dims[terms[j]]
-        cursor[j], stop[j] = p_offsets[t], p_offsets[t + 1]
+        cursor[j], stop[j] = pr.offsets[t], pr.offsets[t + 1]
         weight[j] = np.float32(q_weights[terms[j]])
     # Score-at-a-time: repeatedly take the block with the largest bound q_t * block max, a lazy
     # merge of the kept terms' block lists, until the budget of distinct documents is spent.
     n_touched = 0
-    limit = budget if budget > 0 else touched.shape[0]
+    limit = kn.budget if kn.budget > 0 else touched.shape[0]
     while n_touched < limit:
         best, best_ub = -1, np.float32(0.0)
         for j in range(nt):
             if cursor[j] < stop[j]:
-                ub = weight[j] * np.float32(p_impacts[cursor[j]])
+                ub = weight[j] * np.float32(pr.impacts[cursor[j]])
                 if ub > best_ub:
                     best, best_ub = j, ub
         if best < 0:
             break
         w = weight[best]
         first = cursor[best]
-        last = min(first + block_size, stop[best])
+        last = min(first + pr.block_size, stop[best])
         cursor[best] = last
-        for p in range(first, last):
-            c = w * np.float32(p_impacts[p])
+        for i in range(first, last):
+            c = w * np.float32(pr.impacts[i])
             if c <= 0.0:  # a zero impact (or weight) must not make a document look untouched
                 continue
-            d = p_docs[p]
+            d = pr.docs[i]
             if acc[d] == 0.0:
                 if n_touched == limit:
                     continue
                 touched[n_touched] = d
                 n_touched += 1
             acc[d] += c
-    # The best partial scores, in decreasing order.
-    n_cand = min(max_candidates, n_touched)
+    # The best partial scores of live documents, in decreasing order.
+    n_cand = min(kn.candidates, n_touched)
     cand_scores = np.empty(n_cand, dtype=np.float32)
     cand_ids = np.empty(n_cand, dtype=np.int64)
     m = 0
     for i in range(n_touched):
         d = touched[i]
-        if n_cand > 0:
+        if n_cand > 0 and p.dead[d] == 0:
             m = heap_push(cand_scores, cand_ids, m, n_cand, acc[d], d)
         acc[d] = 0.0
     heap_sort(cand_scores, cand_ids, m)
-    n = rescore(fwd_indptr, fwd_dims, fwd_vals, q_dense, cand_ids, cand_scores, m, k, heap_factor, out_ids,
-                out_scores)
+    n = rescore(fw, q_dense, cand_ids, cand_scores, m, kn.k, kn.heap_factor, out_ids, out_scores)
     for j in range(q_dims.shape[0]):
         q_dense[q_dims[j]] = 0.0
     return n
 
 
 @njit(cache=True)
-def rescore(fwd_indptr: np.ndarray, fwd_dims: np.ndarray, fwd_vals: np.ndarray, q_dense: np.ndarray,
-            cand_ids: np.ndarray, cand_scores: np.ndarray, m: int, k: int, heap_factor: float,
-            out_ids: np.ndarray, out_scores: np.ndarray) -> int:
+def rescore(fw: Forward, q_dense: np.ndarray, cand_ids: np.ndarray, cand_scores: np.ndarray, m: int, k: int,
+            heap_factor: float, out_ids: np.ndarray, out_scores: np.ndarray) -> int:
     """Exact scores of ``m`` candidates (best partial score first) through the forward index.
 
     Stops at the first candidate whose partial score is below ``heap_factor`` times the k-th
@@ -181,8 +215,8 @@ def rescore(fwd_indptr: np.ndarray, fwd_dims: np.ndarray, fwd_vals: np.ndarray, 
             break
         d = cand_ids[i]
         s = np.float32(0.0)
-        for p in range(fwd_indptr[d], fwd_indptr[d + 1]):
-            s += q_dense[fwd_dims[p]] * np.float32(fwd_vals[p])
+        for j in range(fw.indptr[d], fw.indptr[d + 1]):
+            s += q_dense[fw.dims[j]] * np.float32(fw.vals[j])
         if s > 0.0:
             n = heap_push(out_scores, out_ids, n, k, s, d)
     heap_sort(out_scores, out_ids, n)
@@ -190,56 +224,52 @@ def rescore(fwd_indptr: np.ndarray, fwd_dims: np.ndarray, fwd_vals: np.ndarray, 
 
 
 @njit(cache=True)
-def full_search_one(offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarray, fwd_indptr: np.ndarray,
-                    fwd_dims: np.ndarray, fwd_vals: np.ndarray, q_dims: np.ndarray, q_weights: np.ndarray, k: int,
-                    query_cut: int, max_candidates: int, heap_factor: float, acc: np.ndarray, q_dense: np.ndarray,
-                    out_ids: np.ndarray, out_scores: np.ndarray) -> int:
+def full_search_one(p: Postings, fw: Forward, q: Query, kn: Knobs, sc: Scratch, out_ids: np.ndarray,
+                    out_scores: np.ndarray) -> int:
     """Approximate top-k from the full lists of the ``query_cut`` heaviest query dims.
 
-    Their exact partial scores (the exact kernel, on fewer dims) give the ``max_candidates`` best
-    documents, which are re-scored exactly with every query dim. ``acc`` is the exact kernel's
-    scratch; ``q_dense`` as for :func:`approx_search_one`.
+    Their exact partial scores (the exact kernel, on fewer dims, deleted documents skipped) give
+    the ``candidates`` best documents, which are re-scored exactly with every query dim.
+    ``sc.acc`` is the exact kernel's scratch; ``q_dense`` as for :func:`approx_search_one`.
+    Returns ``CORRUPT`` on postings outside the segment.
     """
-    if q_dims.shape[0] == 0:
+    if kn.k < 1 or kn.candidates < 1:
+        raise ValueError("k and candidates must be >= 1")
+    if q.dims.shape[0] == 0:
         return 0
-    keep = np.sort(_select_terms(q_dims, q_weights, query_cut))  # ascending dims, as the exact kernel adds them
-    cand_ids = np.empty(max_candidates, dtype=np.int64)
-    cand_scores = np.empty(max_candidates, dtype=np.float32)
-    m = search_one(offsets, docs, impacts, q_dims[keep], q_weights[keep], acc, max_candidates, cand_ids, cand_scores)
-    for j in range(q_dims.shape[0]):
-        q_dense[q_dims[j]] = np.float32(q_weights[j])
-    n = rescore(fwd_indptr, fwd_dims, fwd_vals, q_dense, cand_ids, cand_scores, m, k, heap_factor, out_ids,
-                out_scores)
-    for j in range(q_dims.shape[0]):
-        q_dense[q_dims[j]] = 0.0
+    keep = np.sort(_select_terms(q.dims, q.weights, kn.query_cut))  # ascending dims, as the exact kernel adds them
+    cand_ids = np.empty(kn.candidates, dtype=np.int64)
+    cand_scores = np.empty(kn.candidates, dtype=np.float32)
+    m = search_one(p, Query(q.dims[keep], q.weights[keep]), sc.acc, kn.candidates, cand_ids, cand_scores)
+    if m == CORRUPT:
+        return CORRUPT
+    for j in range(q.dims.shape[0]):
+        sc.q_dense[q.dims[j]] = np.float32(q.weights[j])
+    n = rescore(fw, sc.q_dense, cand_ids, cand_scores, m, kn.k, kn.heap_factor, out_ids, out_scores)
+    for j in range(q.dims.shape[0]):
+        sc.q_dense[q.dims[j]] = 0.0
     return n
 
 
 @njit(cache=True, parallel=True)
-def approx_search_batch(offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarray, p_offsets: np.ndarray,
-                        p_docs: np.ndarray, p_impacts: np.ndarray, block_size: int, fwd_indptr: np.ndarray,
-                        fwd_dims: np.ndarray, fwd_vals: np.ndarray, q_indptr: np.ndarray, q_dims: np.ndarray,
-                        q_weights: np.ndarray, n_dims: int, k: int, full: bool, query_cut: int, budget: int,
-                        max_candidates: int, heap_factor: float, n_blocks: int, touched_size: int,
-                        out_ids: np.ndarray, out_scores: np.ndarray, out_counts: np.ndarray) -> None:
+def approx_search_batch(p: Postings, pr: Pruned, fw: Forward, qs: Queries, kn: Knobs, full: bool, n_dims: int,
+                        n_blocks: int, touched_size: int, out: TopK) -> None:
     """Approximate top-k for a CSR batch of queries, in parallel over blocks of queries.
 
     ``full`` selects :func:`full_search_one`, else :func:`approx_search_one`.
     """
-    n_queries = q_indptr.shape[0] - 1
-    n_docs = fwd_indptr.shape[0] - 1
+    if kn.k < 1 or kn.candidates < 1:
+        raise ValueError("k and candidates must be >= 1")
+    n_queries = qs.indptr.shape[0] - 1
+    n_docs = fw.indptr.shape[0] - 1
+    out_ids, out_scores, out_counts = out  # unpacked: Numba's parfors lose writes through tuple fields
     for blk in prange(n_blocks):
-        acc = np.zeros(min(n_docs, CHUNK) if full else n_docs, dtype=np.float32)
-        q_dense = np.zeros(n_dims, dtype=np.float32)
-        touched = np.empty(touched_size, dtype=np.int64)
-        for q in range(blk, n_queries, n_blocks):
-            lo, hi = q_indptr[q], q_indptr[q + 1]
+        sc = Scratch(np.zeros(min(n_docs, CHUNK) if full else n_docs, dtype=np.float32),
+                     np.empty(touched_size, dtype=np.int64), np.zeros(n_dims, dtype=np.float32))
+        for i in range(blk, n_queries, n_blocks):
+            lo, hi = qs.indptr[i], qs.indptr[i + 1]
+            q = Query(qs.dims[lo:hi], qs.weights[lo:hi])
             if full:
-                out_counts[q] = full_search_one(offsets, docs, impacts, fwd_indptr, fwd_dims, fwd_vals, q_dims[lo:hi],
-                                                q_weights[lo:hi], k, query_cut, max_candidates, heap_factor, acc,
-                                                q_dense, out_ids[q], out_scores[q])
+                out_counts[i] = full_search_one(p, fw, q, kn, sc, out_ids[i], out_scores[i])
             else:
-                out_counts[q] = approx_search_one(p_offsets, p_docs, p_impacts, block_size, fwd_indptr, fwd_dims,
-                                                  fwd_vals, q_dims[lo:hi], q_weights[lo:hi], k, query_cut, budget,
-                                                  max_candidates, heap_factor, acc, touched, q_dense, out_ids[q],
-                                                  out_scores[q])
+                out_counts[i] = approx_search_one(p, pr, fw, q, kn, sc, out_ids[i], out_scores[i])

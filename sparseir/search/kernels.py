@@ -9,12 +9,56 @@ scores are bit-identical to an unblocked TAAT pass. Ties are broken by the small
 (documents reach the heap in id order and a later one needs a strictly higher score). Only
 documents with a positive score are returned. See ``bench/README.md`` ("Query speed") for the
 measurements behind the choice.
+
+Kernels take a few NamedTuples of arrays: :class:`Postings` (one segment, with its deletion
+mask: deleted documents are never offered to the heap), :class:`Query` / :class:`Queries` and
+:class:`TopK` (the output). A posting whose document id falls outside the segment (a corrupt or
+hostile index) makes a kernel return ``CORRUPT`` instead of writing out of bounds; the check
+is one predictable comparison per posting (measured in ``bench/results/live.md``).
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit, prange
+
+
+class Postings(NamedTuple):
+    """One segment's postings: dim ``t`` owns ``[offsets[t], offsets[t+1])`` of ``docs``/``impacts``."""
+
+    offsets: np.ndarray  #: int64 [n_dims + 1]
+    docs: np.ndarray     #: uint32 [n_postings], ascending within a dim
+    impacts: np.ndarray  #: uint8 or float32 [n_postings]
+    dead: np.ndarray     #: uint8 [n_docs]: 1 = deleted; its length is the segment's n_docs
+
+
+class Query(NamedTuple):
+    """One sparse query: dims and weights (scale already folded in)."""
+
+    dims: np.ndarray
+    weights: np.ndarray
+
+
+class Queries(NamedTuple):
+    """A CSR batch of queries."""
+
+    indptr: np.ndarray
+    dims: np.ndarray
+    weights: np.ndarray
+
+
+class TopK(NamedTuple):
+    """Results of a batch: ids and scores ``[n, k]``, hit counts ``[n]`` (``CORRUPT`` on bad postings)."""
+
+    ids: np.ndarray
+    scores: np.ndarray
+    counts: np.ndarray
+
+
+#: a kernel's hit count when a posting names a document outside the segment
+CORRUPT = -1
 
 #: documents per accumulator chunk: 1 Mi float32 = 4 MiB, inside the L3. Measured on the
 #: 2-core EPYC (32 MiB L3, 1 MiB L2) at 1M documents, 64 Ki-doc (L2-sized) chunks were ~15%
@@ -82,14 +126,6 @@ def heap_sort(scores: np.ndarray, ids: np.ndarray, n: int) -> None:
         sift_down(scores, ids, 0, end)
 
 
-@njit(cache=True)
-def topk_dense(acc: np.ndarray, k: int, out_ids: np.ndarray, out_scores: np.ndarray) -> int:
-    """Best ``k`` positive entries of ``acc``, sorted; returns how many were found."""
-    n = _scan_chunk(acc, acc.shape[0], 0, k, out_ids, out_scores, 0, False)
-    heap_sort(out_scores, out_ids, n)
-    return n
-
-
 @njit(cache=True, fastmath=True, inline="always")
 def _group_max(acc: np.ndarray, start: int) -> float:
     """Largest of ``acc[start:start + GROUP]`` (a vectorised reduction)."""
@@ -100,9 +136,10 @@ def _group_max(acc: np.ndarray, start: int) -> float:
 
 
 @njit(cache=True)
-def _scan_chunk(acc: np.ndarray, length: int, first: int, k: int, heap_ids: np.ndarray,
-                heap_scores: np.ndarray, n: int, zero: bool) -> int:
-    """Offer ``acc[:length]`` (documents ``first + i``) to the heap; optionally zero it.
+def _scan_chunk(acc: np.ndarray, length: int, first: int, base: int, k: int, heap_ids: np.ndarray,
+                heap_scores: np.ndarray, n: int, zero: bool, dead: np.ndarray) -> int:
+    """Offer ``acc[:length]`` (segment documents ``first + i``, unless ``dead``, as positions
+    ``base + first + i``) to the heap; optionally zero it.
 
     Groups of ``GROUP`` scores are first reduced to their maximum; only a group that beats the
     heap's threshold is scanned entry by entry.
@@ -114,8 +151,8 @@ def _scan_chunk(acc: np.ndarray, length: int, first: int, k: int, heap_ids: np.n
             continue
         for i in range(g, min(g + GROUP, length)):
             s = acc[i]
-            if s > threshold:  # strictly: a later equal score loses the tie
-                n = heap_push(heap_scores, heap_ids, n, k, s, first + i)
+            if s > threshold and dead[first + i] == 0:  # strictly: a later equal score loses the tie
+                n = heap_push(heap_scores, heap_ids, n, k, s, base + first + i)
                 if n == k:
                     threshold = heap_scores[0]
     if zero:
@@ -126,7 +163,8 @@ def _scan_chunk(acc: np.ndarray, length: int, first: int, k: int, heap_ids: np.n
 @njit(cache=True)
 def accumulate(offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarray, q_dims: np.ndarray,
                q_weights: np.ndarray, acc: np.ndarray) -> None:
-    """``acc[d] += w_t * impact`` over the postings of every query dimension ``t`` (unblocked)."""
+    """``acc[d] += w_t * impact`` over the postings of every query dimension ``t`` (unblocked; for
+    the kernel ablation in ``bench/speed.py``)."""
     for j in range(q_dims.shape[0]):
         t = q_dims[j]
         w = np.float32(q_weights[j])
@@ -135,61 +173,108 @@ def accumulate(offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarray, q_dim
 
 
 @njit(cache=True)
-def search_one(offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarray, q_dims: np.ndarray,
-               q_weights: np.ndarray, acc: np.ndarray, k: int, out_ids: np.ndarray,
-               out_scores: np.ndarray) -> int:
-    """Exact top-k for one query; returns the number of hits written (best first).
+def topk_dense(acc: np.ndarray, k: int, out_ids: np.ndarray, out_scores: np.ndarray) -> int:
+    """Best ``k`` positive entries of ``acc``, sorted; returns how many were found."""
+    n = _scan_chunk(acc, acc.shape[0], 0, 0, k, out_ids, out_scores, 0, False, np.zeros(acc.shape[0], np.uint8))
+    heap_sort(out_scores, out_ids, n)
+    return n
+
+
+@njit(cache=True)
+def search_one(p: Postings, q: Query, acc: np.ndarray, k: int, out_ids: np.ndarray, out_scores: np.ndarray) -> int:
+    """Exact top-k for one query; returns the number of hits written (best first), or ``CORRUPT``.
 
     ``acc`` is scratch of at least ``min(n_docs, CHUNK)`` zeros and is zero again on return.
     """
-    nq = q_dims.shape[0]
-    cursor = np.empty(nq, dtype=np.int64)
-    end = np.empty(nq, dtype=np.int64)
-    weight = np.empty(nq, dtype=np.float32)
-    n_scored = 0  # documents past the last posting of every query term score zero
-    for j in range(nq):
-        cursor[j] = offsets[q_dims[j]]
-        end[j] = offsets[q_dims[j] + 1]
-        weight[j] = np.float32(q_weights[j])
-        if end[j] > cursor[j]:
-            n_scored = max(n_scored, np.int64(docs[end[j] - 1]) + 1)
+    if k < 1:
+        raise ValueError("k must be >= 1")
+    n = _search_into(p, q, acc, k, 0, out_ids, out_scores, 0)
+    if n != CORRUPT:
+        heap_sort(out_scores, out_ids, n)
+    return n
+
+
+@njit(cache=True)
+def search_segments(segs, bases: np.ndarray, q: Query, acc: np.ndarray, k: int, out_ids: np.ndarray,
+                    out_scores: np.ndarray) -> int:
+    """Exact top-k over several segments (a typed list of :class:`Postings`) into one heap.
+
+    Segment ``s``'s document ``d`` is position ``bases[s] + d``. Segments are scanned in order and
+    a later equal score loses, so ties go to the smaller position, as in one segment.
+    """
+    if k < 1:
+        raise ValueError("k must be >= 1")
     n = 0
-    for lo in range(0, n_scored, CHUNK):
-        hi = min(lo + CHUNK, n_scored)
-        for j in range(nq):
-            p, e = cursor[j], end[j]
-            if p == e:
-                continue
-            stop = e if docs[e - 1] < hi else p + np.searchsorted(docs[p:e], np.uint32(hi))
-            w = weight[j]
-            for i in range(p, stop):
-                acc[docs[i] - lo] += w * np.float32(impacts[i])
-            cursor[j] = stop
-        n = _scan_chunk(acc, hi - lo, lo, k, out_ids, out_scores, n, True)
+    for s in range(len(segs)):
+        n = _search_into(segs[s], q, acc, k, bases[s], out_ids, out_scores, n)
+        if n == CORRUPT:
+            return CORRUPT
     heap_sort(out_scores, out_ids, n)
     return n
 
 
 @njit(cache=True, parallel=True)
-def search_batch(offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarray, q_indptr: np.ndarray,
-                 q_dims: np.ndarray, q_weights: np.ndarray, n_docs: int, k: int, n_blocks: int,
-                 out_ids: np.ndarray, out_scores: np.ndarray, out_counts: np.ndarray) -> None:
-    """Exact top-k for a CSR batch of queries, in parallel over blocks of queries.
-
-    Each block owns one chunk-sized accumulator, reused across its queries.
-    """
-    n_queries = q_indptr.shape[0] - 1
+def search_segments_batch(segs, bases: np.ndarray, qs: Queries, k: int, n_blocks: int, acc_len: int,
+                          out: TopK) -> None:
+    """:func:`search_segments` for a CSR batch of queries, in parallel over blocks of queries."""
+    if k < 1:
+        raise ValueError("k must be >= 1")
+    n_queries = qs.indptr.shape[0] - 1
+    out_ids, out_scores, out_counts = out  # unpacked: Numba's parfors lose writes through tuple fields
     for b in prange(n_blocks):
-        acc = np.zeros(min(n_docs, CHUNK), dtype=np.float32)
-        for q in range(b, n_queries, n_blocks):
-            lo, hi = q_indptr[q], q_indptr[q + 1]
-            out_counts[q] = search_one(offsets, docs, impacts, q_dims[lo:hi], q_weights[lo:hi], acc, k,
-                                       out_ids[q], out_scores[q])
+        acc = np.zeros(acc_len, dtype=np.float32)
+        for i in range(b, n_queries, n_blocks):
+            lo, hi = qs.indptr[i], qs.indptr[i + 1]
+            out_counts[i] = search_segments(segs, bases, Query(qs.dims[lo:hi], qs.weights[lo:hi]), acc, k,
+                                            out_ids[i], out_scores[i])
+
+
+@njit(cache=True)
+def _search_into(p: Postings, q: Query, acc: np.ndarray, k: int, base: int, heap_ids: np.ndarray,
+                 heap_scores: np.ndarray, n: int) -> int:
+    """Offer one segment's scores (positions ``base + d``) to a heap of ``n`` entries; returns its
+    new size, or ``CORRUPT`` on a posting outside the segment (``acc`` is zero again either way)."""
+    offsets, docs, impacts = p.offsets, p.docs, p.impacts
+    n_docs = p.dead.shape[0]
+    nq = q.dims.shape[0]
+    cursor = np.empty(nq, dtype=np.int64)
+    end = np.empty(nq, dtype=np.int64)
+    weight = np.empty(nq, dtype=np.float32)
+    n_scored = 0  # documents past the last posting of every query term score zero
+    for j in range(nq):
+        cursor[j] = offsets[q.dims[j]]
+        end[j] = offsets[q.dims[j] + 1]
+        weight[j] = np.float32(q.weights[j])
+        if end[j] > cursor[j]:
+            n_scored = max(n_scored, np.int64(docs[end[j] - 1]) + 1)
+    if n_scored > n_docs:
+        return CORRUPT
+    for lo in range(0, n_scored, CHUNK):
+        hi = min(lo + CHUNK, n_scored)
+        for j in range(nq):
+            p0, e = cursor[j], end[j]
+            if p0 == e:
+                continue
+            stop = e if docs[e - 1] < hi else p0 + np.searchsorted(docs[p0:e], np.uint32(hi))
+            w = weight[j]
+            for i in range(p0, stop):
+                d = np.int64(docs[i]) - lo
+                if d < 0 or d >= hi - lo:  # an unsorted (hostile) list
+                    _clear(acc, 0, hi - lo)
+                    return CORRUPT
+                acc[d] += w * np.float32(impacts[i])
+            cursor[j] = stop
+        n = _scan_chunk(acc, hi - lo, lo, base, k, heap_ids, heap_scores, n, True, p.dead)
+    return n
+
+
+@njit(cache=True)
+def _clear(acc: np.ndarray, lo: int, hi: int) -> None:
+    acc[lo:hi] = 0.0
 
 
 @njit(cache=True, parallel=True)
-def search_one_split(offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarray, q_dims: np.ndarray,
-                     q_weights: np.ndarray, acc: np.ndarray, k: int, out_ids: np.ndarray,
+def search_one_split(p: Postings, q: Query, acc: np.ndarray, k: int, out_ids: np.ndarray,
                      out_scores: np.ndarray) -> int:
     """Exact top-k for one query, parallel within the query over ``acc.shape[0]`` document ranges.
 
@@ -197,28 +282,42 @@ def search_one_split(offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarray,
     again on return. Each part scores its range into its own heap; the heaps are merged by
     (score desc, doc id asc), so results equal :func:`search_one`'s.
     """
+    if k < 1:
+        raise ValueError("k must be >= 1")
+    offsets, docs, impacts = p.offsets, p.docs, p.impacts
+    n_docs = p.dead.shape[0]
     n_parts, part_len = acc.shape
-    nq = q_dims.shape[0]
+    nq = q.dims.shape[0]
     part_ids = np.zeros((n_parts, k), dtype=out_ids.dtype)
     part_scores = np.zeros((n_parts, k), dtype=np.float32)
     counts = np.zeros(n_parts, dtype=np.int64)
     for part in prange(n_parts):
         lo = part * part_len
-        hi = lo + part_len
+        hi = min(lo + part_len, n_docs)
         row = acc[part]
         for j in range(nq):
-            t = q_dims[j]
-            p, e = offsets[t], offsets[t + 1]
-            if p == e:
+            t = q.dims[j]
+            p0, e = offsets[t], offsets[t + 1]
+            if p0 == e:
                 continue
-            start = p + np.searchsorted(docs[p:e], np.uint32(lo)) if lo > 0 else p
-            stop = p + np.searchsorted(docs[p:e], np.uint32(hi)) if hi <= docs[e - 1] else e
-            w = np.float32(q_weights[j])
+            start = p0 + np.searchsorted(docs[p0:e], np.uint32(lo)) if lo > 0 else p0
+            stop = p0 + np.searchsorted(docs[p0:e], np.uint32(hi)) if hi <= docs[e - 1] else e
+            w = np.float32(q.weights[j])
             for i in range(start, stop):
-                row[docs[i] - lo] += w * np.float32(impacts[i])
-        counts[part] = _scan_chunk(row, part_len, lo, k, part_ids[part], part_scores[part], 0, True)
+                d = np.int64(docs[i]) - lo
+                if d < 0 or d >= hi - lo:
+                    counts[part] = CORRUPT
+                    break
+                row[d] += w * np.float32(impacts[i])
+        if counts[part] == CORRUPT:
+            row[:] = 0.0
+        else:
+            counts[part] = _scan_chunk(row, max(hi - lo, 0), lo, 0, k, part_ids[part], part_scores[part], 0, True,
+                                       p.dead)
     n = 0
     for part in range(n_parts):  # merge: offer every part's survivors to one heap, in id order
+        if counts[part] == CORRUPT:
+            return CORRUPT
         for i in range(counts[part]):
             n = heap_push(out_scores, out_ids, n, k, part_scores[part, i], part_ids[part, i])
     heap_sort(out_scores, out_ids, n)

@@ -1,21 +1,30 @@
-"""Exact top-k search and score explanations over a :class:`SparseIndex`."""
+"""Exact top-k search and score explanations over a live index (all segments, deletions applied)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import TYPE_CHECKING, Any, Iterator, NamedTuple
 
 import numba
 import numpy as np
 import scipy.sparse as sp
 
-from ..encoders import SparseEncoder, load_encoder
-from ..index import SparseIndex
-from .kernels import search_batch, search_one, search_one_split
+from ..errors import SparseirError, UsageError
+from ..index.format import IndexFormatError
+from ..index.live import LiveIndex, open_index
+from ..index.segment import SparseIndex
+from numba.typed import List as TypedList
 
-#: Indexes at least this large split a single query across threads.
+from .kernels import (CORRUPT, Postings, Queries, Query as QueryArrays, TopK, search_one_split, search_segments,
+                      search_segments_batch)
+from .params import check_k
+
+if TYPE_CHECKING:
+    from ..encoders import SparseEncoder
+
+#: Segments at least this large split a single query across threads.
 SPLIT_MIN_DOCS = 1 << 18
 
 Query = str | Mapping[str, float] | sp.spmatrix
@@ -35,8 +44,15 @@ class Contribution(NamedTuple):
     product: float
 
 
-class EncoderMismatchError(ValueError):
+class EncoderMismatchError(SparseirError, ValueError):
     """The encoder does not match the one the index was built with."""
+
+
+class DocumentNotFoundError(SparseirError, KeyError):
+    """No live document has this id."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 @contextmanager
@@ -45,6 +61,8 @@ def numba_threads(threads: int | None) -> Iterator[None]:
     if threads is None:
         yield
         return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise UsageError(f"threads must be an integer >= 1, got {threads!r}")
     previous = numba.get_num_threads()
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
     try:
@@ -53,35 +71,73 @@ def numba_threads(threads: int | None) -> Iterator[None]:
         numba.set_num_threads(previous)
 
 
+def as_live(index: LiveIndex | SparseIndex | str | Path) -> LiveIndex:
+    """A :class:`LiveIndex` for a path, a live index, or one segment (a one-segment view)."""
+    if isinstance(index, LiveIndex):
+        return index
+    if isinstance(index, SparseIndex):
+        m = index.manifest
+        settings = {"n_dims": index.n_dims, "quantization": m["quantization"], "scale": index.scale,
+                    "encoder": m.get("encoder"), "store": bool(m.get("store"))}
+        commit = {"generation": 0, "settings": settings,
+                  "segments": [{"name": index.path.name, "n_docs": index.n_docs, "n_deleted": 0}]}
+        return LiveIndex(index.path, commit, [index], [None])
+    return open_index(index)
+
+
 class Searcher:
     """Search an index with text (through its encoder), term-weight dicts, or CSR query vectors.
 
-    Without an explicit ``encoder``, the encoder recorded in the index manifest is loaded on first
-    use of a text query.
+    ``index``: a path (the latest commit is opened), a :class:`LiveIndex`, or one segment.
+    Without an explicit ``encoder``, the encoder recorded in the index is loaded on first use
+    of a text query. :meth:`refresh` picks up newer commits.
     """
 
-    def __init__(self, index: SparseIndex | str | Path, encoder: SparseEncoder | None = None) -> None:
-        self.index = index if isinstance(index, SparseIndex) else SparseIndex.load(index)
+    def __init__(self, index: LiveIndex | SparseIndex | str | Path, encoder: SparseEncoder | None = None) -> None:
         self._encoder = encoder
+        self._use(as_live(index))
         if encoder is not None:
             self._check_encoder(encoder)
-        self._acc = np.zeros(self.index.n_docs, dtype=np.float32)
+
+    def _use(self, index: LiveIndex) -> None:
+        self.index = index
+        self._postings = [Postings(s.offsets, s.docs, s.impacts, d if d is not None else np.zeros(s.n_docs, np.uint8))
+                          for s, d in zip(index.segments, index.dead)]
+        self._segs = TypedList(self._postings) if self._postings else None
+        self._acc = np.zeros(max((min(s.n_docs, 1 << 20) for s in index.segments), default=0), dtype=np.float32)
         self._split_acc = np.zeros((0, 0), dtype=np.float32)
         self._term_ids: dict[str, int] | None = None
 
     @property
+    def generation(self) -> int:
+        """The commit generation this searcher sees."""
+        return self.index.generation
+
+    def refresh(self) -> bool:
+        """Switch to the index's newest commit if there is one; returns whether it changed."""
+        from ..index.commit import generations
+
+        gens = generations(self.index.path)
+        if not gens or gens[-1] == self.index.generation:
+            return False
+        self._use(open_index(self.index.path, previous=self.index))
+        return True
+
+    @property
     def encoder(self) -> SparseEncoder:
         if self._encoder is None:
-            info = self.index.manifest.get("encoder")
+            info = self.index.settings.get("encoder")
             if not info:
                 raise EncoderMismatchError(f"{self.index.path}: no encoder recorded; pass one, or query with vectors")
+            from ..encoders import load_encoder
+
             encoder = load_encoder(info["config"])
             self._check_encoder(encoder)
             self._encoder = encoder
         return self._encoder
 
     def _check_encoder(self, encoder: SparseEncoder) -> None:
-        info = self.index.manifest.get("encoder") or {}
+        info = self.index.settings.get("encoder") or {}
         if encoder.dim != self.index.n_dims:
             raise EncoderMismatchError(f"encoder has {encoder.dim} dimensions, the index {self.index.n_dims}")
         if info.get("fingerprint") and info["fingerprint"] != encoder.fingerprint:
@@ -92,10 +148,15 @@ class Searcher:
     # --- queries to vectors --------------------------------------------------------------
     def query_vectors(self, queries: Query | Sequence[Query]) -> sp.csr_matrix:
         """Queries (texts, ``{term: weight}`` dicts, or sparse rows) as a ``[n, n_dims]`` CSR matrix."""
-        if isinstance(queries, (str, Mapping)) or sp.issparse(queries):
+        if sp.issparse(queries):
+            q = sp.csr_matrix(queries, dtype=np.float32)
+            if q.shape[1] != self.index.n_dims:
+                raise UsageError(f"query vectors have {q.shape[1]} columns, the index {self.index.n_dims} dimensions")
+            return q
+        if isinstance(queries, (str, Mapping)):
             queries = [queries]
         queries = list(queries)
-        if all(isinstance(q, str) for q in queries):
+        if queries and all(isinstance(q, str) for q in queries):
             return self.encoder.encode_query(queries)
         rows = [self._one_vector(q) for q in queries]
         return sp.vstack(rows, format="csr", dtype=np.float32) if rows else sp.csr_matrix((0, self.index.n_dims))
@@ -105,81 +166,138 @@ class Searcher:
             return self.encoder.encode_query([query])
         if isinstance(query, Mapping):
             if self._term_ids is None:
-                self._term_ids = {t: i for i, t in enumerate(self.index.terms.tolist())}
+                self._term_ids = {t: i for i, t in enumerate(self.index.terms)}
             unknown = [t for t in query if t not in self._term_ids]
             if unknown:
-                raise KeyError(f"terms not in the index vocabulary: {unknown[:5]}")
+                raise UsageError(f"terms not in the index vocabulary: {unknown[:5]}")
             cols = [self._term_ids[t] for t in query]
             return sp.csr_matrix((np.asarray(list(query.values()), np.float32), ([0] * len(cols), cols)),
                                  shape=(1, self.index.n_dims))
         q = sp.csr_matrix(query, dtype=np.float32)
         if q.shape != (1, self.index.n_dims):
-            raise ValueError(f"query vector has shape {q.shape}, expected (1, {self.index.n_dims})")
+            raise UsageError(f"query vector has shape {q.shape}, expected (1, {self.index.n_dims})")
         return q
 
     # --- search ----------------------------------------------------------------------------
     def search_vectors(self, queries: sp.spmatrix, k: int = 10,
                        threads: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Top-k internal doc ids ``[n, k]``, scores ``[n, k]`` and hit counts ``[n]``."""
+        """Top-k global document positions ``[n, k]``, scores ``[n, k]`` and hit counts ``[n]``.
+
+        The segments are scanned in order into one heap, deletions applied, so ties go to the
+        smaller position and the order equals a single fresh segment's.
+        """
+        check_k(k)
         q = sp.csr_matrix(queries, dtype=np.float32)
         q.sum_duplicates()
-        ix = self.index
-        weights = q.data * np.float32(ix.scale)  # fold the dequantisation scale into the query
+        weights = q.data * np.float32(self.index.scale)  # fold the dequantisation scale into the query
+        qs = Queries(q.indptr, q.indices, weights)
         n = q.shape[0]
-        ids = np.zeros((n, k), dtype=np.int64)
-        scores = np.zeros((n, k), dtype=np.float32)
-        counts = np.zeros(n, dtype=np.int64)
-        if n == 1:
-            with numba_threads(threads):
-                parts = numba.get_num_threads() if ix.n_docs >= SPLIT_MIN_DOCS else 1
-                if parts > 1:  # one query, several cores: split the document range
-                    if self._split_acc.shape[0] != parts:
-                        self._split_acc = np.zeros((parts, -(-ix.n_docs // parts)), dtype=np.float32)
-                    counts[0] = search_one_split(ix.offsets, ix.docs, ix.impacts, q.indices, weights,
-                                                 self._split_acc, k, ids[0], scores[0])
-                else:
-                    counts[0] = search_one(ix.offsets, ix.docs, ix.impacts, q.indices, weights, self._acc, k,
-                                           ids[0], scores[0])
-        elif n:
-            with numba_threads(threads):
-                blocks = min(n, 4 * numba.get_num_threads())
-                search_batch(ix.offsets, ix.docs, ix.impacts, q.indptr, q.indices, weights, ix.n_docs, k, blocks,
-                             ids, scores, counts)
-        return ids, scores, counts
+        out = TopK(np.zeros((n, k), dtype=np.int64), np.zeros((n, k), dtype=np.float32), np.zeros(n, dtype=np.int64))
+        if self._segs is None or n == 0:
+            return out
+        with numba_threads(threads):
+            if n == 1 and numba.get_num_threads() > 1 and max(p.dead.shape[0] for p in self._postings) >= SPLIT_MIN_DOCS:
+                return merge_topk([self._split_segment(s, qs, k) for s in range(len(self._postings))],
+                                  self.index.bases, n, k)
+            if n == 1:
+                out.counts[0] = search_segments(self._segs, self.index.bases, QueryArrays(qs.dims, qs.weights),
+                                                self._acc, k, out.ids[0], out.scores[0])
+            else:
+                search_segments_batch(self._segs, self.index.bases, qs, k, min(n, 4 * numba.get_num_threads()),
+                                      len(self._acc), out)
+        self._check(out.counts)
+        return out
+
+    def _split_segment(self, s: int, qs: Queries, k: int) -> TopK:
+        """One query on one segment, split across threads over its document range."""
+        p = self._postings[s]
+        out = TopK(np.zeros((1, k), dtype=np.int64), np.zeros((1, k), dtype=np.float32), np.zeros(1, dtype=np.int64))
+        shape = (numba.get_num_threads(), -(-p.dead.shape[0] // numba.get_num_threads()))
+        if self._split_acc.shape != shape:
+            self._split_acc = np.zeros(shape, dtype=np.float32)
+        out.counts[0] = search_one_split(p, QueryArrays(qs.dims, qs.weights), self._split_acc, k, out.ids[0],
+                                         out.scores[0])
+        self._check(out.counts)
+        return out
+
+    def _check(self, counts: np.ndarray) -> None:
+        if (counts == CORRUPT).any():
+            raise IndexFormatError(f"{self.index.path}: posting document ids out of range in a segment, the index is "
+                                   "corrupt (run `sparseir check`)")
 
     def search(self, query: Query, k: int = 10) -> list[Hit]:
-        """Exact top-k documents for one query, best first (ties: smaller internal id first)."""
+        """Exact top-k documents for one query, best first (ties: earlier inserted document first)."""
         ids, scores, counts = self.search_vectors(self.query_vectors(query), k)
-        return self._hits(ids[0], scores[0], counts[0])
+        return self._hits(ids[0], scores[0], counts[0]) if len(counts) else []
 
-    def batch_search(self, queries: Mapping[str, Query] | Sequence[Query], k: int = 10,
-                     threads: int | None = None) -> dict[str, list[Hit]] | list[list[Hit]]:
-        """Top-k for many queries in parallel. A dict of queries gives a dict of results."""
-        keys = list(queries) if isinstance(queries, Mapping) else None
-        vectors = self.query_vectors([queries[q] for q in keys] if keys is not None else queries)
+    def batch_search(self, queries: Mapping[str, Query] | Sequence[Query] | sp.spmatrix,
+                     qids: Sequence[str] | None = None, k: int = 10,
+                     threads: int | None = None) -> dict[str, list[Hit]]:
+        """Top-k for many queries in parallel, as ``{qid: hits}`` (Pyserini's argument order).
+
+        ``queries``: texts, term-weight dicts or a CSR matrix with ``qids`` beside them, or a
+        ``{qid: query}`` mapping. Without ``qids`` the ids are ``"0", "1", ...``.
+        """
+        if isinstance(qids, int) and not isinstance(qids, bool):
+            raise UsageError("batch_search(queries, qids=None, k=10, threads=None): pass k by keyword")
+        if isinstance(queries, Mapping):
+            if qids is not None:
+                raise UsageError("batch_search: give qids either as the mapping's keys or as qids, not both")
+            qids, queries = list(queries), list(queries.values())
+        vectors = self.query_vectors(queries)
+        qids = [str(i) for i in range(vectors.shape[0])] if qids is None else [str(q) for q in qids]
+        if len(qids) != vectors.shape[0]:
+            raise UsageError(f"batch_search: {len(qids)} qids for {vectors.shape[0]} queries")
+        if len(set(qids)) != len(qids):
+            raise UsageError("batch_search: duplicate qids")
         ids, scores, counts = self.search_vectors(vectors, k, threads)
-        results = [self._hits(i, s, c) for i, s, c in zip(ids, scores, counts)]
-        return dict(zip(keys, results)) if keys is not None else results
+        return {qid: self._hits(i, s, c) for qid, i, s, c in zip(qids, ids, scores, counts)}
 
     def _hits(self, ids: np.ndarray, scores: np.ndarray, count: int) -> list[Hit]:
-        return [Hit(self.index.doc_ids[int(d)], float(s)) for d, s in zip(ids[:count], scores[:count])]
+        return [Hit(self.index.doc_id(int(d)), float(s)) for d, s in zip(ids[:count], scores[:count])]
+
+    def doc(self, doc_id: str) -> dict[str, Any] | None:
+        """The stored document ``{"id", "title", "text", ...}``; ``None`` if absent, deleted or not stored."""
+        return self.index.doc(doc_id)
 
     def explain(self, query: Query, doc_id: str) -> list[Contribution]:
         """Each dimension shared by the query and ``doc_id``, largest contribution first.
 
-        The products sum to the document's score.
+        The products sum to the document's score. Raises :class:`DocumentNotFoundError` for an
+        id that is not a live document.
         """
         ix = self.index
-        try:
-            doc = ix.doc_ids.position(doc_id)
-        except KeyError:
-            raise KeyError(f"document {doc_id!r} is not in the index") from None
+        pos = ix.position(doc_id)
+        if pos is None:
+            raise DocumentNotFoundError(f"document {doc_id!r} is not in the index")
+        s, doc = ix.locate(pos)
+        seg = ix.segments[s]
         q = self.query_vectors(query)
+        terms = ix.terms
         out = []
         for t, w in zip(q.indices, q.data):
-            lo, hi = ix.offsets[t], ix.offsets[t + 1]
-            p = lo + np.searchsorted(ix.docs[lo:hi], doc)
-            if p < hi and ix.docs[p] == doc:
-                dw = float(ix.impacts[p]) * ix.scale
-                out.append(Contribution(ix.terms[int(t)], float(w), dw, float(w) * dw))
+            lo, hi = seg.offsets[t], seg.offsets[t + 1]
+            p = lo + np.searchsorted(seg.docs[lo:hi], doc)
+            if p < hi and seg.docs[p] == doc:
+                dw = float(seg.impacts[p]) * ix.scale
+                out.append(Contribution(terms[int(t)], float(w), dw, float(w) * dw))
         return sorted(out, key=lambda c: -c.product)
+
+
+def merge_topk(parts: list[TopK], bases: np.ndarray, n: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Merge per-segment top-k lists (internal ids) into global positions, by (score desc, position asc)."""
+    if not parts:
+        return np.zeros((n, k), np.int64), np.zeros((n, k), np.float32), np.zeros(n, np.int64)
+    if len(parts) == 1:
+        return parts[0].ids + bases[0], parts[0].scores, parts[0].counts
+    ids = np.concatenate([p.ids + bases[s] for s, p in enumerate(parts)], axis=1)
+    scores = np.concatenate([p.scores for p in parts], axis=1)
+    valid = np.concatenate([np.arange(k)[None, :] < p.counts[:, None] for p in parts], axis=1)
+    scores = np.where(valid, scores, -np.inf)
+    ids = np.where(valid, ids, np.iinfo(np.int64).max)
+    order = np.lexsort((ids, -scores))[:, :k]
+    counts = np.minimum(sum(p.counts for p in parts), k)
+    top_ids = np.take_along_axis(ids, order, axis=1)
+    top_scores = np.take_along_axis(scores, order, axis=1)
+    mask = np.arange(k)[None, :] < counts[:, None]
+    return np.where(mask, top_ids, 0), np.where(mask, top_scores, 0).astype(np.float32), counts

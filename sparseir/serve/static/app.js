@@ -1,0 +1,123 @@
+// The sparseir search page: plain JS against the server's JSON API, no build step, no CDN.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const BARS = 12;        // contributions drawn per hit
+const SNIPPET = 280;    // characters of text shown per hit
+let stored = false;     // whether the index keeps documents (titles, snippets, the document view)
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v; else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v);
+  }
+  for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return node;
+}
+
+async function api(method, path, body) {
+  const init = { method, headers: {} };
+  if (body !== undefined) { init.body = JSON.stringify(body); init.headers["Content-Type"] = "application/json"; }
+  const res = await fetch(path, init);
+  const data = await res.json().catch(() => ({ error: `HTTP ${res.status}` }));
+  if (!res.ok) throw new Error(data.error || `HTTP ${res.status}`);
+  return data;
+}
+
+function chart(contributions) {
+  const top = contributions.slice(0, BARS);
+  const max = Math.max(...top.map((c) => c.product), 1e-12);
+  const rows = top.map((c) => el("div", { class: "bar-row", title:
+      `${c.term}: query ${c.query_weight.toFixed(3)} × doc ${c.doc_weight.toFixed(3)} = ${c.product.toFixed(4)}` },
+    el("span", { class: "bar-term" }, c.term),
+    el("span", { class: "bar-track" }, el("span", { class: "bar", style: `display:block;width:${(100 * c.product / max).toFixed(1)}%` })),
+    el("span", { class: "bar-value" }, c.product.toFixed(3))));
+  return el("div", { class: "chart" },
+    el("div", { class: "chart-title" }, `query weight × doc weight, top ${top.length} of ${contributions.length} dimensions`),
+    ...rows);
+}
+
+function hitItem(hit) {
+  const doc = hit.doc || {};
+  const text = doc.text || "";
+  const title = el("a", { class: "title", href: `#doc=${encodeURIComponent(hit.doc_id)}`,
+                          onclick: (e) => { e.preventDefault(); showDoc(hit.doc_id); } },
+                   doc.title || hit.doc_id);
+  const left = el("div", {},
+    el("div", { class: "hit-head" }, el("span", { class: "rank" }, `${hit.rank}.`), title,
+       el("span", { class: "score" }, hit.score.toFixed(4))),
+    doc.title ? el("div", { class: "docid" }, hit.doc_id) : "",
+    el("p", { class: "snippet" }, text.length > SNIPPET ? text.slice(0, SNIPPET) + "…" : text));
+  return el("li", { class: "hit", "data-doc-id": hit.doc_id }, left, chart(hit.explain || []));
+}
+
+async function search(query) {
+  const k = Math.max(1, Math.min(1000, parseInt($("k").value, 10) || 10));
+  const body = { query, k, explain: true, explain_terms: 64 };
+  if (stored) body.fields = ["title", "text"];
+  if ($("approx").checked) body.approx = {};
+  $("status").textContent = "Searching…";
+  $("status").classList.remove("error");
+  try {
+    const res = await api("POST", "/search", body);
+    $("results").replaceChildren(...res.hits.map(hitItem));
+    $("status").textContent = `${res.hits.length} results in ${res.took_ms.toFixed(1)} ms (commit ${res.generation})`;
+  } catch (err) {
+    $("results").replaceChildren();
+    $("status").textContent = err.message;
+    $("status").classList.add("error");
+  }
+}
+
+async function showDoc(id) {
+  $("doc-title").textContent = id;
+  $("doc-id").textContent = id;
+  $("doc-text").textContent = "";
+  $("doc-fields").replaceChildren();
+  $("doc-view").hidden = false;
+  try {
+    const doc = await api("GET", `/documents/${encodeURIComponent(id)}`);
+    $("doc-title").textContent = doc.title || id;
+    $("doc-text").textContent = doc.text || "";
+    const extra = Object.entries(doc).filter(([k]) => !["id", "title", "text"].includes(k));
+    $("doc-fields").replaceChildren(...extra.flatMap(([k, v]) =>
+      [el("dt", {}, k), el("dd", {}, typeof v === "string" ? v : JSON.stringify(v, null, 2))]));
+  } catch (err) {
+    $("doc-text").textContent = err.message;
+    $("doc-text").classList.add("error");
+  }
+}
+
+function closeDoc() { $("doc-view").hidden = true; }
+
+async function init() {
+  try {
+    const s = await api("GET", "/stats");
+    stored = Boolean(s.live);
+    $("index-info").textContent =
+      `${s.n_docs.toLocaleString()} documents · ${s.n_dims.toLocaleString()} dimensions · ${s.encoder.name}` +
+      `${s.encoder.model ? " (" + s.encoder.model + ")" : ""} · commit ${s.generation}`;
+  } catch (err) {
+    $("index-info").textContent = err.message;
+  }
+  $("search-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const q = $("q").value.trim();
+    if (!q) return;
+    const url = new URL(location.href);
+    url.searchParams.set("q", q);
+    history.replaceState(null, "", url);
+    search(q);
+  });
+  $("doc-close").addEventListener("click", closeDoc);
+  $("doc-view").addEventListener("click", (e) => { if (e.target === $("doc-view")) closeDoc(); });
+  document.addEventListener("keydown", (e) => { if (e.key === "Escape") closeDoc(); });
+  const params = new URLSearchParams(location.search);
+  if (params.get("k")) $("k").value = params.get("k");
+  if (params.get("q")) { $("q").value = params.get("q"); await search(params.get("q")); }
+  if (params.get("doc")) await showDoc(params.get("doc"));
+  document.body.dataset.ready = "1";
+}
+
+init();
