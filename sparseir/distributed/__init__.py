@@ -8,18 +8,18 @@ nothing imports Ray until a Ray path is used.
 from importlib import import_module
 from typing import Any
 
-from .api import add_arguments, check_arguments, open_searcher
+from .api import add_arguments, check_arguments, open_searcher, open_writer
 
 _LAZY = {
     "build_sharded_index": "build", "write_sharded_index": "build",
-    "ShardHits": "merge", "merge_topk": "merge",
+    "merge_topk": "merge", "ShardedWriter": "writer",
     "ShardedSearcher": "searcher", "ShardError": "searcher",
     "ShardMap": "shardmap", "ShardMapError": "shardmap", "is_sharded": "shardmap", "route": "shardmap",
-    "shard_of": "shardmap",
+    "shard_of": "shardmap", "shard_paths": "shardmap",
     "RaySearcher": "actors",
 }
 
-__all__ = ["add_arguments", "check_arguments", "open_searcher", *_LAZY]
+__all__ = ["add_arguments", "check_arguments", "open_searcher", "open_writer", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -8,15 +8,17 @@ Every call fans out as Ray tasks on the shard actors. A dead actor is restarted 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import ray
+import scipy.sparse as sp
 from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
 
 from ..search import ApproxParams
 from .cluster import connect
-from .searcher import ShardedSearcher, ShardError
+from .searcher import Call, ShardedSearcher, ShardError
 from .shard import Shard
 
 _FAILURES = (RayActorError, ActorUnavailableError, GetTimeoutError)
@@ -51,17 +53,17 @@ class RaySearcher(ShardedSearcher):
         """The shard actors' handles, in shard order."""
         return list(self._shards)
 
-    def _call(self, shard: int, method: str, *args: Any) -> Any:
-        return self._gather([shard], method, args)[0]
+    def _run(self, calls: Sequence[Call]) -> list[Any]:
+        """Run the calls on their shards' actors in parallel; a failed call is retried once after a restart."""
+        stored: dict[int, Any] = {}  # a big query batch goes to the object store once, for every shard
 
-    def _fanout(self, method: str, *args: Any) -> list[Any]:
-        args = tuple(ray.put(a) if hasattr(a, "shape") else a for a in args)  # ship big query batches once
-        return self._gather(list(range(self.map.n_shards)), method, args)
+        def put(a: Any) -> Any:
+            return stored.setdefault(id(a), ray.put(a)) if sp.issparse(a) else a
 
-    def _gather(self, shards: list[int], method: str, args: tuple) -> list[Any]:
-        refs = [getattr(self._shards[s], method).remote(*args) for s in shards]
+        calls = [(s, method, tuple(put(a) for a in args)) for s, method, args in calls]
+        refs = [getattr(self._shards[s], method).remote(*args) for s, method, args in calls]
         out = []
-        for s, ref in zip(shards, refs):
+        for (s, method, args), ref in zip(calls, refs):
             try:
                 out.append(ray.get(ref))
             except _FAILURES:

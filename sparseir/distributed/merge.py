@@ -2,35 +2,57 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import NamedTuple
-
-import numpy as np
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from itertools import groupby
 
 from ..search import Hit
 
-
-class ShardHits(NamedTuple):
-    """One shard's top-k for one query: external ids, float32 scores, global sequence numbers."""
-
-    ids: list[str]
-    scores: np.ndarray
-    seqs: np.ndarray
+Candidate = tuple[float, int, int, str]  # score, shard, rank in the shard's list, doc id
 
 
-def merge_topk(parts: Sequence[ShardHits], k: int) -> list[Hit]:
-    """The global top-k of per-shard top-k lists: score descending, then global sequence ascending.
+def _score_groups(parts: Sequence[Sequence[Hit]]) -> list[list[Candidate]]:
+    """Every shard's hits, best score first, grouped by equal score (in a group: by shard, then rank)."""
+    cands = sorted(((h.score, s, r, h.doc_id) for s, hits in enumerate(parts) for r, h in enumerate(hits)),
+                   key=lambda c: (-c[0], c[1], c[2]))
+    return [list(g) for _, g in groupby(cands, key=lambda c: c[0])]
 
-    Exact: every document of the global top-k is in its own shard's top-k, because each shard
-    ranks by the same total order (within a shard, insertion order follows the global sequence).
-    Scores are compared as the float32 values the shards computed, so the result has the same ids
-    and scores as one unsharded index over the same documents.
+
+def _cross_shard(group: list[Candidate]) -> bool:
+    return len({c[1] for c in group}) > 1
+
+
+def cross_shard_ties(parts: Sequence[Sequence[Hit]], k: int) -> dict[int, list[str]]:
+    """The ids (per shard) whose global sequence numbers :func:`merge_topk` needs: score ties between shards
+    that reach into the top ``k``. Usually none."""
+    need: dict[int, list[str]] = defaultdict(list)
+    seen = 0
+    for group in _score_groups(parts):
+        if seen >= k:
+            break
+        if _cross_shard(group):
+            for _, s, _, doc_id in group:
+                need[s].append(doc_id)
+        seen += len(group)
+    return dict(need)
+
+
+def merge_topk(parts: Sequence[Sequence[Hit]], k: int, seqs: Mapping[str, int] | None = None) -> list[Hit]:
+    """The global top-k of per-shard top-k lists (each best first): score descending, then insertion order.
+
+    Exact: within a shard, results are ordered by (score, position) and a shard's positions follow
+    the global insertion sequence, so every document of the global top-k is in its own shard's
+    top-k. Scores are the float32 values the shards computed with one shared dequantisation scale,
+    so ids and scores equal one unsharded index's. Ties between shards are ordered by the global
+    sequence numbers in ``seqs`` (``doc id -> seq``, see :func:`cross_shard_ties`); where one is
+    unknown (an index without a document store), by shard, then rank.
     """
-    parts = [p for p in parts if len(p.ids)]
-    if not parts:
-        return []
-    scores = np.concatenate([np.asarray(p.scores, dtype=np.float32) for p in parts])
-    seqs = np.concatenate([np.asarray(p.seqs, dtype=np.int64) for p in parts])
-    ids = [i for p in parts for i in p.ids]
-    order = np.lexsort((seqs, -scores))[:k]
-    return [Hit(ids[i], float(scores[i])) for i in order]
+    out: list[Hit] = []
+    known = seqs or {}
+    for group in _score_groups(parts):
+        if len(out) >= k:
+            break
+        if _cross_shard(group) and all(c[3] in known for c in group):
+            group.sort(key=lambda c: known[c[3]])
+        out.extend(Hit(c[3], c[0]) for c in group)
+    return out[:k]

@@ -7,28 +7,24 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SparseirError, UsageError
-from ..search import ApproxParams, Contribution, Hit
-from .merge import merge_topk
+from ..search import ApproxParams, Contribution, Hit, check_k
+from .merge import cross_shard_ties, merge_topk
 from .shard import Shard
 from .shardmap import ShardMap
+
+Call = tuple[int, str, tuple]  # shard, method, arguments
 
 
 class ShardError(SparseirError):
     """A shard failed to answer (after Ray restarted it and the call was retried once)."""
 
 
-def check_k(k: int) -> int:
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise UsageError(f"k must be an integer >= 1, got {k!r}")
-    return k
-
-
 class ShardedSearcher:
-    """The searcher API of :class:`sparseir.search.Searcher` over a sharded index.
+    """The searcher API of :class:`sparseir.search.Searcher` over a sharded index, in this process.
 
-    This class opens every shard in this process and loops over them; ``RaySearcher`` (in
-    ``sparseir.distributed.actors``) runs the same calls on one Ray actor per shard. Queries are
-    encoded once (by shard 0) and the same vectors go to every shard.
+    Opens every shard (a live index) and loops over them; :class:`~sparseir.distributed.RaySearcher`
+    runs the same calls on one Ray actor per shard. Queries are encoded once (by shard 0) and the
+    same vectors go to every shard. With ``params``, every shard searches approximately.
     """
 
     def __init__(self, path: str | Path, encoder=None, params: ApproxParams | None = None) -> None:
@@ -40,50 +36,77 @@ class ShardedSearcher:
     def _open(self, encoder) -> list[Any]:
         return [Shard(self.path, s, encoder, self.params) for s in range(self.map.n_shards)]
 
-    def _call(self, shard: int, method: str, *args: Any) -> Any:
-        """Run ``method`` on one shard."""
-        return getattr(self._shards[shard], method)(*args)
+    def _run(self, calls: Sequence[Call]) -> list[Any]:
+        """Run each ``(shard, method, args)``; results in order."""
+        return [getattr(self._shards[s], method)(*args) for s, method, args in calls]
 
     def _fanout(self, method: str, *args: Any) -> list[Any]:
         """Run ``method`` on every shard; results in shard order."""
-        return [self._call(s, method, *args) for s in range(self.map.n_shards)]
+        return self._run([(s, method, args) for s in range(self.map.n_shards)])
 
     @property
     def n_shards(self) -> int:
         return self.map.n_shards
 
-    def query_vectors(self, queries: Any):
-        return self._call(0, "query_vectors", queries)
+    @property
+    def generation(self) -> tuple[int, ...]:
+        """The commit generation seen of every shard."""
+        return tuple(self._fanout("generation"))
 
-    def search_many(self, queries: Sequence[Any], k: int = 10, threads: int | None = None) -> list[list[Hit]]:
-        """Top-k for every query, in order: one fan-out for the whole batch, then an exact merge per query."""
+    @property
+    def n_docs(self) -> int:
+        """Live documents over all shards."""
+        return sum(self._fanout("n_docs"))
+
+    def refresh(self) -> bool:
+        """Move every shard to its newest commit; whether any changed."""
+        return any(self._fanout("refresh"))
+
+    def query_vectors(self, queries: Any):
+        return self._run([(0, "query_vectors", (queries,))])[0]
+
+    def search_vectors(self, vectors, k: int = 10, threads: int | None = None) -> list[list[Hit]]:
+        """Top-k of every row of a CSR query matrix: one fan-out for the batch, then an exact merge per query."""
         check_k(k)
-        if not queries:
+        n = vectors.shape[0]
+        if n == 0:
             return []
-        vectors = self.query_vectors(list(queries))
         per_shard = self._fanout("search", vectors, k, threads)
-        return [merge_topk([hits[q] for hits in per_shard], k) for q in range(vectors.shape[0])]
+        per_query = [[hits[q] for hits in per_shard] for q in range(n)]
+        need: dict[int, set[str]] = {}
+        for parts in per_query:
+            for s, ids in cross_shard_ties(parts, k).items():
+                need.setdefault(s, set()).update(ids)
+        seqs: dict[str, int] = {}
+        for found in self._run([(s, "seqs", (sorted(ids),)) for s, ids in sorted(need.items())]):
+            seqs.update(found)
+        return [merge_topk(parts, k, seqs) for parts in per_query]
 
     def search(self, query: Any, k: int = 10) -> list[Hit]:
         """Exact top-k for one query: the same ids and scores as one unsharded index."""
-        return self.search_many([query], k)[0]
+        check_k(k)
+        return self.search_vectors(self.query_vectors(query), k)[0]
 
     def batch_search(self, queries: Mapping[str, Any] | Sequence[Any], qids: Sequence[str] | None = None,
                      k: int = 10, threads: int | None = None) -> dict[str, list[Hit]]:
-        """Top-k for many queries; keys are the mapping's keys, ``qids``, or positions ``"0"``, ``"1"``, ..."""
+        """Top-k for many queries, as ``{qid: hits}`` (keys: the mapping's keys, ``qids``, or ``"0"``, ``"1"``, ...)."""
         if isinstance(queries, Mapping):
+            if qids is not None:
+                raise UsageError("batch_search: give qids either as the mapping's keys or as qids, not both")
             qids, queries = list(queries), list(queries.values())
-        queries = list(queries)
-        if qids is None:
-            qids = [str(i) for i in range(len(queries))]
-        elif len(qids) != len(queries):
-            raise UsageError(f"{len(qids)} qids for {len(queries)} queries")
-        return dict(zip(qids, self.search_many(queries, k, threads)))
+        check_k(k)
+        vectors = self.query_vectors(queries)
+        qids = [str(i) for i in range(vectors.shape[0])] if qids is None else [str(q) for q in qids]
+        if len(qids) != vectors.shape[0]:
+            raise UsageError(f"batch_search: {len(qids)} qids for {vectors.shape[0]} queries")
+        if len(set(qids)) != len(qids):
+            raise UsageError("batch_search: duplicate qids")
+        return dict(zip(qids, self.search_vectors(vectors, k, threads)))
 
     def explain(self, query: Any, doc_id: str) -> list[Contribution]:
         """The dimensions behind ``doc_id``'s score, from the shard that holds it."""
-        return self._call(self.map.shard_of(doc_id), "explain", self.query_vectors(query), doc_id)
+        return self._run([(self.map.shard_of(doc_id), "explain", (self.query_vectors(query), doc_id))])[0]
 
     def doc(self, doc_id: str) -> dict[str, Any] | None:
         """The stored document ``doc_id``, from the shard that holds it (``None`` if absent)."""
-        return self._call(self.map.shard_of(doc_id), "doc", doc_id)
+        return self._run([(self.map.shard_of(doc_id), "doc", (doc_id,))])[0]

@@ -1,27 +1,19 @@
-"""One shard of a sharded index, opened for search in this process or inside a Ray actor."""
+"""One shard of a sharded index (a live index), opened for search in this process or in a Ray actor."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import scipy.sparse as sp
 
-from ..search import ApproxParams, ApproxSearcher, Contribution, Searcher
-from .merge import ShardHits
-from .shardmap import ShardMap, shard_dir
-
-SEQ_DIR = "seq"
-
-
-def seq_path(folder: Path, shard: int) -> Path:
-    """The global sequence numbers of a shard's documents, in the shard's internal order."""
-    return folder / SEQ_DIR / f"{shard_dir(shard)}.npy"
+from ..search import ApproxParams, ApproxSearcher, Contribution, Hit, Searcher
+from .shardmap import SEQ_FIELD, ShardMap, shard_dir
 
 
 class Shard:
-    """A shard's searcher plus the global sequence number of each of its documents."""
+    """A searcher over shard ``shard`` of the sharded index at ``folder``."""
 
     def __init__(self, folder: str | Path, shard: int, encoder=None, params: ApproxParams | None = None) -> None:
         folder = Path(folder)
@@ -29,23 +21,40 @@ class Shard:
         self.shard = shard
         path = folder / shard_dir(shard)
         self.searcher = ApproxSearcher(path, encoder, params) if params else Searcher(path, encoder)
-        self.seqs = np.load(seq_path(folder, shard), mmap_mode="r")
 
     def query_vectors(self, queries: Any) -> sp.csr_matrix:
         return self.searcher.query_vectors(queries)
 
-    def search(self, queries: sp.spmatrix, k: int, threads: int | None = None) -> list[ShardHits]:
-        """This shard's top-k for every query row."""
-        ids, scores, counts = self.searcher.search_vectors(queries, k, threads)
-        table = self.searcher.index.doc_ids
-        return [ShardHits([table[int(d)] for d in i[:c]], s[:c].copy(), np.asarray(self.seqs[i[:c]]))
-                for i, s, c in zip(ids, scores, counts)]
+    def search(self, queries: sp.spmatrix, k: int, threads: int | None = None) -> list[list[Hit]]:
+        """This shard's top-k for every query row (ties: insertion order, as in any live index)."""
+        return list(self.searcher.batch_search(queries, k=k, threads=threads).values())
+
+    def seqs(self, doc_ids: Sequence[str]) -> dict[str, int]:
+        """The global sequence numbers of ``doc_ids`` (kept in the document store; absent without one)."""
+        out = {}
+        for doc_id in doc_ids:
+            record = self.searcher.doc(doc_id)
+            if record is not None and SEQ_FIELD in record:
+                out[doc_id] = int(record[SEQ_FIELD])
+        return out
 
     def explain(self, query: sp.spmatrix, doc_id: str) -> list[Contribution]:
         return self.searcher.explain(query, doc_id)
 
     def doc(self, doc_id: str) -> dict[str, Any] | None:
-        return self.searcher.doc(doc_id)
+        record = self.searcher.doc(doc_id)
+        if record is not None:
+            record.pop(SEQ_FIELD, None)
+        return record
+
+    def refresh(self) -> bool:
+        return self.searcher.refresh()
+
+    def generation(self) -> int:
+        return self.searcher.generation
+
+    def n_docs(self) -> int:
+        return self.searcher.index.n_docs
 
     def ping(self) -> int:
         """The shard's number; a cheap call to check that an actor is up."""

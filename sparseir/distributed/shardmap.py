@@ -1,6 +1,6 @@
 """The shard map of a sharded index and the stable routing of document ids to shards.
 
-A sharded index is a folder holding ``shards.json`` and one index per shard (``shard-000/``, ...).
+A sharded index is a folder holding ``shards.json`` and one live index per shard (``shard-000/``, ...).
 A document goes to shard ``blake2b(id) mod n_shards``: stable across processes, machines and
 Python versions (never Python's salted ``hash``), so add, delete and update find the same shard.
 """
@@ -12,8 +12,10 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 from ..errors import SparseirError, UsageError
 
@@ -21,6 +23,8 @@ SHARD_MAP = "shards.json"
 FORMAT = "sparseir-shards"
 VERSION = 1
 HASH = "blake2b-64-le"
+#: The stored field that keeps a document's global sequence number (the tie-break across shards).
+SEQ_FIELD = "_seq"
 
 
 class ShardMapError(SparseirError, ValueError):
@@ -40,6 +44,8 @@ def shard_dir(shard: int) -> str:
 
 def route(doc_ids: list[str], n_shards: int) -> np.ndarray:
     """The shard of every id, as an int array."""
+    import numpy as np
+
     return np.fromiter((shard_of(d, n_shards) for d in doc_ids), dtype=np.int64, count=len(doc_ids))
 
 
@@ -102,3 +108,9 @@ class ShardMap:
 def is_sharded(path: str | Path) -> bool:
     """Whether ``path`` is a sharded index folder."""
     return (Path(path) / SHARD_MAP).is_file()
+
+
+def shard_paths(path: str | Path) -> list[Path]:
+    """The folders of a sharded index's shards (each a live index), in shard order."""
+    smap = ShardMap.load(path)
+    return [Path(path) / d for d in smap.shard_dirs]
