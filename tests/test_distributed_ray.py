@@ -127,12 +127,14 @@ def test_killed_shard_actor_is_restarted_and_the_query_retried(ray_built, unshar
     try:
         assert searcher.batch_search(queries, k=20) == want
         pid = ray.get(searcher.actors[1].__ray_call__.remote(lambda self: os.getpid()))
-        results = {}
+        results, retried = {}, []
+        wait = searcher._wait_restarted
+        searcher._wait_restarted = lambda shard: (retried.append(shard), wait(shard))
         thread = threading.Thread(target=lambda: results.update(searcher.batch_search(queries, k=20)))
         thread.start()  # the batch is in flight while shard 1 dies
         os.kill(pid, signal.SIGKILL)
         thread.join(120)
-        assert results == want
+        assert results == want and retried == [1]  # the call on shard 1 failed, was retried after the restart
         assert searcher.batch_search(queries, k=20) == want  # and after the restart
         assert ray.get(searcher.actors[1].__ray_call__.remote(lambda self: os.getpid())) != pid
     finally:
