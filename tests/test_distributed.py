@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -162,8 +163,8 @@ def test_sharded_equals_unsharded_on_a_scifact_slice(built, small_slice, splade_
 def test_cli_on_a_sharded_index(built, small_slice, tmp_path, capsys):
     sharded_path, flat_path = built
     sh, flat = tmp_path / "sh", tmp_path / "flat"
-    subprocess.run(["cp", "-r", str(sharded_path), str(sh)], check=True)
-    subprocess.run(["cp", "-r", str(flat_path), str(flat)], check=True)
+    shutil.copytree(sharded_path, sh)
+    shutil.copytree(flat_path, flat)
     capsys.readouterr()
     outputs = []
     for path in (flat, sh):
@@ -271,3 +272,33 @@ def test_errors(tmp_path):
         ShardMap.load(out)
     with pytest.raises(ShardMapError, match="not a sharded index"):
         ShardMap.load(tmp_path)
+
+
+def serve_checks(path, searcher, queries, ray: bool = False) -> None:
+    """The HTTP service over a sharded index answers as ``searcher``, and takes writes routed by id."""
+    from fastapi.testclient import TestClient
+
+    from sparseir.serve.app import create_app
+    from sparseir.serve.config import ServeConfig
+
+    with TestClient(create_app(ServeConfig(index=str(path), refresh_seconds=0, ray=ray))) as client:
+        texts = list(queries.values())[:5]
+        r = client.post("/search", json={"queries": texts, "k": 10, "explain": True}).json()
+        want = searcher.batch_search(texts, k=10)
+        for res, hits in zip(r["results"], want.values()):
+            assert [(h["doc_id"], h["score"]) for h in res["hits"]] == [tuple(h) for h in hits]
+        assert client.post("/search", json={"query": texts[0], "approx": {}}).status_code == 400
+        doc = {"id": "new-1", "title": "Glioma", "text": "glioma stem cells and their niche"}
+        assert client.post("/documents", json={"documents": [doc]}).status_code == 200
+        assert client.get("/documents/new-1").json()["title"] == "Glioma"
+        hits = client.post("/search", json={"query": "glioma stem cells niche", "k": 3}).json()["hits"]
+        assert "new-1" in [h["doc_id"] for h in hits]
+        assert client.delete("/documents/new-1").status_code == 200
+        stats = client.get("/stats").json()
+        assert stats["n_shards"] == searcher.n_shards and stats["n_docs"] == searcher.n_docs
+
+
+def test_serve_a_sharded_index(built, small_slice, tmp_path, splade_tiny):
+    sh = tmp_path / "sh"
+    shutil.copytree(built[0], sh)
+    serve_checks(sh, ShardedSearcher(sh, splade_tiny), load_queries(small_slice))

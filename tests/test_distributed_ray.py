@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import threading
 import time
@@ -20,6 +21,7 @@ from sparseir.distributed import ShardedSearcher, ShardError, build_sharded_inde
 from sparseir.distributed.actors import RaySearcher  # noqa: E402
 from sparseir.indexing import build_index  # noqa: E402
 from sparseir.search import ApproxParams, Searcher  # noqa: E402
+from test_distributed import serve_checks  # noqa: E402
 
 CHUNK = 25  # documents per encoding batch, the same for every build so that the vectors are bit-identical
 
@@ -118,6 +120,13 @@ def test_ray_build_and_search_equal_unsharded(ray_built, unsharded, query_vector
     assert main(["search", str(ray_built), text, "-k", "3", "--ray", "--json"]) == 0  # Ray already up: joined
     (res,) = json.loads(capsys.readouterr().out)
     assert [h["doc_id"] for h in res["hits"]] == [h.doc_id for h in unsharded.search(text, k=3)]
+
+
+def test_serve_ray(ray_built, tiny_slice, splade_tiny, tmp_path):
+    """``sparseir serve --ray``: the HTTP service over one Ray actor per shard."""
+    sh = tmp_path / "sh"
+    shutil.copytree(ray_built, sh)
+    serve_checks(sh, ShardedSearcher(sh, splade_tiny), load_queries(tiny_slice), ray=True)
 
 
 def test_killed_shard_actor_is_restarted_and_the_query_retried(ray_built, unsharded, query_vectors):
