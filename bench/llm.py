@@ -34,12 +34,13 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from sparseir._fs import atomic_write
 from sparseir.corpus import load_corpus, load_qrels, load_queries
 from sparseir.encoders import MLMSparseEncoder, SparseEncoder
 from sparseir.encoders.llm import LLMSparseEncoder
-from sparseir.evaluate import evaluate, run_from_hits
+from sparseir.evaluate import evaluate
 from sparseir.index import SparseIndex, write_index
-from sparseir.search import Searcher
+from sparseir.search import Searcher, to_run
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT / ".." / "shared"
@@ -87,7 +88,7 @@ def sparse_row(docs: sp.csr_matrix, queries: sp.csr_matrix, ids: list[str], qids
         hits = Searcher(index).batch_search({q: queries[i] for i, q in enumerate(qids)}, k=100)
         search_s = time.perf_counter() - start
         nbytes = index.nbytes
-    return {**evaluate(run_from_hits(hits), qrels, METRICS), "docs_per_second": round(docs_per_second, 3),
+    return {**evaluate(to_run(hits), qrels, METRICS), "docs_per_second": round(docs_per_second, 3),
             "index_bytes": int(nbytes), "postings_per_doc": round(docs.nnz / docs.shape[0], 1),
             "query_terms": round(queries.nnz / max(queries.shape[0], 1), 1), "search_seconds": round(search_s, 3)}
 
@@ -106,7 +107,7 @@ def bm25_row(ids: list[str], texts: list[str], queries: dict[str, str], qrels: d
         build_bm25_index(zip(ids, texts), Path(tmp) / "bm25", show_progress=False)
         dps = len(ids) / (time.perf_counter() - start)
         searcher = BM25Searcher(Path(tmp) / "bm25")
-        run = searcher.batch_search(queries, k=100)
+        run = to_run(searcher.batch_search(queries, k=100))
         nbytes = searcher.nbytes
     return {**evaluate(run, qrels, METRICS), "docs_per_second": round(dps, 3), "index_bytes": int(nbytes)}
 
@@ -119,12 +120,6 @@ def fox_row(encoder: SparseEncoder) -> dict[str, Any]:
     top = [t for t, _ in encoder.decode(m[0], top_k=6)]
     return {"canine": round(cos[0], 3), "whale": round(cos[1], 3), "car": round(cos[2], 3),
             "passes": cos[0] > cos[1] and cos[0] > cos[2], "top_terms": top}
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -226,8 +221,8 @@ def main() -> None:
 
     def save() -> None:
         settings["loadavg_end"] = round(os.getloadavg()[0], 1)
-        write_atomic(out.with_suffix(".json"), json.dumps(results, indent=2) + "\n")
-        write_atomic(out.with_suffix(".md"), markdown(results))
+        atomic_write(out.with_suffix(".json"), (json.dumps(results, indent=2) + "\n").encode())
+        atomic_write(out.with_suffix(".md"), markdown(results).encode())
 
     def add(name: str, encoder: SparseEncoder) -> None:
         print(f"== {name}", flush=True)

@@ -245,8 +245,8 @@ class LuceneImpact(Engine):
 
     def batch(self, k: int, threads: int) -> list[np.ndarray]:
         qids = [str(i) for i in range(self.queries.shape[0])]
-        run = self.searcher.batch_search(qids, self.queries, k=k, threads=threads)
-        return [np.array([int(d) for d in sorted(run[q], key=lambda d: -run[q][d])], dtype=np.int64) for q in qids]
+        run = self.searcher.batch_search(self.queries, qids, k=k, threads=threads)
+        return [np.array([int(h.doc_id) for h in run[q]], dtype=np.int64) for q in qids]
 
     def close(self) -> None:
         self.searcher.close()

@@ -1,9 +1,11 @@
 """sparseir: learned-sparse retrieval with interpretable dimensions.
 
-    from sparseir import MLMSparseEncoder, build_index, Searcher, load_corpus
+    from sparseir import MLMSparseEncoder, build_index, Searcher, IndexWriter, load_corpus
     enc = MLMSparseEncoder("naver/splade-v3")
     index = build_index(load_corpus("data/scifact"), enc, "index/scifact")
     Searcher(index, enc).search("vitamin D and bone fractures", k=10)
+    with IndexWriter("index/scifact") as w:   # add, update, delete; one atomic commit
+        w.delete(["4983"])
 
 Names are imported lazily, so ``import sparseir`` stays cheap.
 """
@@ -20,9 +22,10 @@ _EXPORTS = {
     "SAESparseEncoder": "encoders", "load_encoder": "encoders", "EncoderError": "encoders",
     "SparseirError": "errors", "UsageError": "errors",
     "SparseIndex": "index", "IndexWriter": "index", "write_index": "index", "IndexFormatError": "index",
+    "LiveIndex": "index", "open_index": "index", "MergePolicy": "index", "LockError": "index",
     "build_index": "indexing",
     "Searcher": "search", "Hit": "search", "Contribution": "search", "ApproxSearcher": "search",
-    "ApproxParams": "search",
+    "ApproxParams": "search", "DocumentNotFoundError": "search",
     "rrf": "fusion", "convex": "fusion",
 }
 

@@ -324,7 +324,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     import warnings
 
     from .corpus import load_qrels, load_queries
-    from .evaluate import CONVENTIONS, check_qrels, evaluate, parse_metrics, run_from_hits
+    from .evaluate import CONVENTIONS, check_qrels, evaluate, parse_metrics
+    from .search.results import to_run
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     parse_metrics(metrics)  # fail before loading anything
@@ -343,7 +344,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     results = searcher.batch_search(queries, k=args.k, threads=args.threads)
     seconds = time.perf_counter() - start
-    scores = evaluate(run_from_hits(results), qrels, metrics, remove_query=remove_query)
+    scores = evaluate(to_run(results), qrels, metrics, remove_query=remove_query)
     if args.run_out:
         _write_run(_drop_self_hits(results, args.k) if remove_query else results, args.run_out, "trec", "sparseir")
     if args.json:

@@ -107,8 +107,3 @@ def evaluate(run: Run, qrels: Qrels, metrics: Iterable[str] = DEFAULT_METRICS,
         per_query[str(m.measure)][m.query_id] = m.value
     return {name: sum(per_query[str(p)].get(q, 0.0) for q in judged) / len(judged)
             for name, p in zip(metrics, parsed)}
-
-
-def run_from_hits(results: Mapping[str, Iterable[tuple[str, float]]]) -> dict[str, dict[str, float]]:
-    """``{qid: [(doc_id, score), ...]}`` to a run dict."""
-    return {q: {d: float(s) for d, s in hits} for q, hits in results.items()}

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-Run = dict[str, dict[str, float]]
+from .search.results import Run
 
 NORMS = ("minmax", "zscore", "none")
 

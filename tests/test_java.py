@@ -39,9 +39,15 @@ def test_bm25_index_and_search(jvm, tmp_path):
     build_bm25_index(docs, tmp_path / "idx", show_progress=False)
     searcher = BM25Searcher(tmp_path / "idx")
     hits = searcher.search("cat", k=10)
-    assert set(hits) == {"d1", "d2"}  # Porter stemming: "cats" matches "cat"
+    assert {h.doc_id for h in hits} == {"d1", "d2"}  # Porter stemming: "cats" matches "cat"
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     assert searcher.batch_search({"q1": "quantum", "q2": "dog"}, k=5, threads=2) == {
         "q1": searcher.search("quantum", 5), "q2": searcher.search("dog", 5)}
+    assert searcher.batch_search(["quantum", "dog"], ["q1", "q2"], k=5) == searcher.batch_search(
+        {"q1": "quantum", "q2": "dog"}, k=5)
+    for k in (0, -5):
+        with pytest.raises(ValueError, match="results per query"):
+            searcher.search("cat", k=k)
     assert searcher.nbytes > 0
     with pytest.raises(FileNotFoundError):
         BM25Searcher(tmp_path / "missing")
@@ -49,6 +55,7 @@ def test_bm25_index_and_search(jvm, tmp_path):
 
 def test_impact_index_scores_integer_dot_products(jvm, tmp_path):
     from sparseir.baselines.lucene_impact import ImpactSearcher, build_impact_index, quantize
+    from sparseir.search import to_run
 
     docs = sp.random(60, 300, density=0.05, format="csr", random_state=1, dtype=np.float32) * 3
     queries = sp.random(8, 300, density=0.1, format="csr", random_state=2, dtype=np.float32) * 2
@@ -56,7 +63,7 @@ def test_impact_index_scores_integer_dot_products(jvm, tmp_path):
     build_impact_index(ids, docs, tmp_path / "imp", scale=100, show_progress=False)
     searcher = ImpactSearcher(tmp_path / "imp", scale=100)
     expected = quantize(queries, 100) @ quantize(docs, 100).T
-    run = searcher.batch_search([f"q{i}" for i in range(8)], queries, k=10, threads=2)
+    run = to_run(searcher.batch_search(queries, [f"q{i}" for i in range(8)], k=10, threads=2))
     for i in range(8):
         row = expected[i].toarray().ravel()
         got = run[f"q{i}"]

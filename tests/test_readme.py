@@ -62,6 +62,10 @@ def test_api_block(scifact_slice, tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_command_line_block(scifact_slice, tmp_path):
     block = _blocks("bash")[2]
+    # the user's own file of new documents (one new, one that replaces a SciFact document)
+    (tmp_path / "more.jsonl").write_text(
+        '{"_id": "new-1", "title": "Bone health", "text": "Vitamin D and calcium in older adults."}\n'
+        '{"_id": "7912", "title": "Replaced", "text": "An updated abstract."}\n', encoding="utf-8")
     for line in block.strip().splitlines():
         _run(_localize(line, scifact_slice), tmp_path)
     assert (tmp_path / "run.trec").read_text().split("\n", 1)[0].endswith(" splade-tiny")

@@ -14,7 +14,7 @@ from conftest import SCIFACT
 def test_full_scifact_index_equals_brute_force(splade_tiny, tmp_path):
     index = build_index(load_corpus(SCIFACT), splade_tiny, tmp_path / "scifact",
                         quantize="float32", show_progress_bar=False)
-    assert index.n_docs == 5183 and index.manifest["n_empty_docs"] == 0
+    assert index.n_docs == 5183 and index.stats()["n_empty_docs"] == 0
     qrels = load_qrels(SCIFACT)
     queries = load_queries(SCIFACT)
     searcher = Searcher(index, splade_tiny)
@@ -26,7 +26,7 @@ def test_full_scifact_index_equals_brute_force(splade_tiny, tmp_path):
     brute = {}
     for qid, row in zip(queries, scores):
         top = np.lexsort((np.arange(len(row)), -row))[:100]
-        brute[qid] = {index.doc_ids[int(d)]: float(row[d]) for d in top if row[d] > 0}
+        brute[qid] = {index.doc_id(int(d)): float(row[d]) for d in top if row[d] > 0}
     via_scipy = evaluate(brute, qrels)
     for metric in ("nDCG@10", "R@100", "RR@10"):
         assert via_index[metric] == pytest.approx(via_scipy[metric], abs=1e-3)

@@ -16,15 +16,10 @@ import pytest
 
 from sparseir.client import Client, ServerError
 from sparseir.corpus import Document, load_corpus
-from sparseir.serve.engine import LIVE
 from sparseir.serve.models import MAX_DOCS
 from sparseir.serve.process import ServerProcess
 
 from serve_browser import chromium, needs_chromium
-
-pytestmark = pytest.mark.skipif(not LIVE or "title" not in Document._fields, reason="needs the live index (issue 9: "
-                                "IndexWriter add/delete/commit, Searcher.refresh/doc) and Document(id, text, title, "
-                                "fields) (issue 10) on this branch")
 
 
 class NEW:  # the document added in these tests (a Document is built per test: it needs issue 10's fields)

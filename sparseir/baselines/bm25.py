@@ -8,15 +8,15 @@ which is how Pyserini's BEIR "flat" indexes are built.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from sparseir._fs import atomic_dir, dir_bytes
 from sparseir.java import init_java
-
-Run = dict[str, dict[str, float]]
+from sparseir.search.params import check_k
+from sparseir.search.results import Hit, batch_items
 
 
 def build_bm25_index(docs: Iterable[tuple[str, str]], out: str | Path, *, threads: int = 1,
@@ -59,12 +59,13 @@ class BM25Searcher:
         """Index size on disk."""
         return dir_bytes(self.index_dir)
 
-    def search(self, query: str, k: int = 10) -> dict[str, float]:
-        """Top ``k`` documents for one query, best first, as ``{doc_id: score}``."""
-        return {h.docid: float(h.score) for h in self._searcher.search(query, k=k)}
+    def search(self, query: str, k: int = 10) -> list[Hit]:
+        """Top ``k`` documents for one query, best first."""
+        return [Hit(h.docid, float(h.score)) for h in self._searcher.search(query, k=check_k(k))]
 
-    def batch_search(self, queries: dict[str, str], k: int = 10, threads: int = 1) -> Run:
-        """Search many queries with ``threads`` Java threads; ``{qid: {doc_id: score}}``."""
-        qids = list(queries)
-        hits = self._searcher.batch_search([queries[q] for q in qids], qids, k=k, threads=threads)
-        return {qid: {h.docid: float(h.score) for h in hits.get(qid, [])} for qid in qids}
+    def batch_search(self, queries: Mapping[str, str] | Sequence[str], qids: Sequence[str] | None = None,
+                     k: int = 10, threads: int = 1) -> dict[str, list[Hit]]:
+        """``{qid: hits}`` for many queries on ``threads`` Java threads (Pyserini's argument order)."""
+        qids, texts = batch_items(queries, qids)
+        hits = self._searcher.batch_search(list(texts), qids, k=check_k(k), threads=threads)
+        return {qid: [Hit(h.docid, float(h.score)) for h in hits.get(qid, [])] for qid in qids}

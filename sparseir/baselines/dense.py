@@ -8,14 +8,14 @@ index is a float32 matrix plus the document ids, saved as ``embeddings.npy`` and
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from sparseir._fs import atomic_dir
-
-Run = dict[str, dict[str, float]]
+from sparseir.search.params import check_k
+from sparseir.search.results import Hit, batch_items
 
 
 def load_model(model: str, device: str | None = None, max_seq_length: int | None = None):
@@ -75,13 +75,14 @@ class DenseIndex:
     def nbytes(self) -> int:
         return int(self.embeddings.nbytes)
 
-    def search_vectors(self, queries: np.ndarray, k: int = 10, chunk: int = 256) -> list[dict[str, float]]:
-        """Top ``k`` per row of normalised ``queries`` as ``{doc_id: cosine}``, best first."""
+    def search_vectors(self, queries: np.ndarray, k: int = 10, chunk: int = 256) -> list[list[Hit]]:
+        """Top ``k`` hits (cosine) per row of normalised ``queries``, best first."""
+        check_k(k)
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
-        out: list[dict[str, float]] = []
+        out: list[list[Hit]] = []
         for start in range(0, len(queries), chunk):
             idx, vals = top_k(queries[start:start + chunk] @ self.embeddings.T, k)
-            out.extend({self.ids[i]: float(v) for i, v in zip(row_i, row_v)} for row_i, row_v in zip(idx, vals))
+            out.extend([Hit(self.ids[i], float(v)) for i, v in zip(row_i, row_v)] for row_i, row_v in zip(idx, vals))
         return out
 
 
@@ -101,10 +102,12 @@ class DenseSearcher:
         return self.model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
                                  convert_to_numpy=True, show_progress_bar=False)
 
-    def search(self, query: str, k: int = 10) -> dict[str, float]:
+    def search(self, query: str, k: int = 10) -> list[Hit]:
+        """Top ``k`` documents for one query, best first."""
         return self.index.search_vectors(self.encode([query]), k)[0]
 
-    def batch_search(self, queries: dict[str, str], k: int = 10, batch_size: int = 64) -> Run:
-        qids = list(queries)
-        hits = self.index.search_vectors(self.encode([queries[q] for q in qids], batch_size), k)
-        return dict(zip(qids, hits))
+    def batch_search(self, queries: Mapping[str, str] | Sequence[str], qids: Sequence[str] | None = None,
+                     k: int = 10, batch_size: int = 64) -> dict[str, list[Hit]]:
+        """``{qid: hits}`` for many queries (Pyserini's argument order)."""
+        qids, texts = batch_items(queries, qids)
+        return dict(zip(qids, self.index.search_vectors(self.encode(list(texts), batch_size), k)))

@@ -23,8 +23,8 @@ from tqdm.auto import tqdm
 
 from sparseir._fs import atomic_dir, dir_bytes
 from sparseir.java import init_java
-
-Run = dict[str, dict[str, float]]
+from sparseir.search.params import check_k
+from sparseir.search.results import Hit, batch_items
 SparseQuery = sp.spmatrix | Mapping[int, int]
 
 
@@ -137,30 +137,30 @@ class ImpactSearcher:
             jq.put(str(j), self._int(w))
         return jq
 
-    def search(self, query: SparseQuery, k: int = 10) -> dict[str, float]:
+    def search(self, query: SparseQuery, k: int = 10) -> list[Hit]:
         """Top ``k`` for one query (a 1-row CSR or a dict), best first."""
         (q,) = self._query_dicts(query)
         if not q:
-            return {}
-        return {h.docid: float(h.score) for h in self._searcher.search(self._jquery(q), int(k))}
+            return []
+        return [Hit(h.docid, float(h.score)) for h in self._searcher.search(self._jquery(q), check_k(k))]
 
-    def batch_search(self, qids: Sequence[str], queries: sp.spmatrix | Sequence[Mapping[int, int]],
-                     k: int = 10, threads: int = 1) -> Run:
-        """Search rows of ``queries`` (CSR, or a list of dicts) aligned with ``qids``, on ``threads`` Java threads."""
+    def batch_search(self, queries: sp.spmatrix | Sequence[Mapping[int, int]], qids: Sequence[str] | None = None,
+                     k: int = 10, threads: int = 1) -> dict[str, list[Hit]]:
+        """``{qid: hits}`` for the rows of ``queries`` (CSR, or a list of dicts) on ``threads`` Java threads
+        (Pyserini's argument order)."""
         dicts = ([d for q in queries for d in self._query_dicts(q)]
                  if not sp.issparse(queries) else self._query_dicts(queries))
-        if len(dicts) != len(qids):
-            raise ValueError(f"{len(qids)} query ids for {len(dicts)} queries")
+        qids, _ = batch_items(dicts, qids)
         jqueries, jqids = self._list(), self._list()
         for qid, q in zip(qids, dicts):
             if q:  # an empty query matches nothing
                 jqueries.add(self._jquery(q))
                 jqids.add(qid)
-        run: Run = {qid: {} for qid in qids}
+        run: dict[str, list[Hit]] = {qid: [] for qid in qids}
         if jqids.size():
-            results = self._searcher.batch_search(jqueries, jqids, int(k), int(threads))
+            results = self._searcher.batch_search(jqueries, jqids, check_k(k), int(threads))
             for entry in results.entrySet().toArray():
-                run[entry.getKey()] = {h.docid: float(h.score) for h in entry.getValue()}
+                run[entry.getKey()] = [Hit(h.docid, float(h.score)) for h in entry.getValue()]
         return run
 
     def close(self) -> None:

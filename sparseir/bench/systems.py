@@ -27,9 +27,9 @@ from sparseir.bench.cache import Cache, digest, read_json, write_json
 from sparseir.bench.config import SystemSpec
 from sparseir.corpus import load_corpus, load_qrels, load_queries
 from sparseir.evaluate import evaluate
+from sparseir.search.results import Hit, Run, to_run
 from sparseir.timing import latency, peak_rss_bytes, single_thread, summarize_ms, throughput
 
-Run = dict[str, dict[str, float]]
 METRICS = ("nDCG@10", "R@100", "RR@10")
 CROSSCHECK_DEPTH = 10
 
@@ -136,7 +136,7 @@ class Prepared:
     """
 
     search: Callable[[str], Any]  # query text -> hits, end to end
-    batch: Callable[[dict[str, str]], Run]
+    batch: Callable[[dict[str, str]], dict[str, list[Hit]]]
     build: dict[str, Any]
     encode: Callable[[list[str]], list[Any]] | None = None
     search_encoded: Callable[[Any], Any] | None = None
@@ -151,7 +151,7 @@ def _prepare_bm25(spec: SystemSpec, ds: Dataset, s: Settings, cache: Cache) -> P
         corpus, out, threads=s.threads, show_progress=s.show_progress, total=len(corpus)))
     searcher = BM25Searcher(path, k1=spec.params["k1"], b=spec.params["b"])
     return Prepared(lambda text: searcher.search(text, s.k),
-                    lambda queries: searcher.batch_search(queries, s.k, threads=s.threads),
+                    lambda queries: searcher.batch_search(queries, k=s.k, threads=s.threads),
                     {**meta, "index_bytes": dir_bytes(path), "docs_per_second": None, "device": None})
 
 
@@ -173,7 +173,7 @@ def _prepare_dense(spec: SystemSpec, ds: Dataset, s: Settings, cache: Cache) -> 
     path = cache.path("dense", key)
     searcher = DenseSearcher(DenseIndex.load(path / "index"), model)
     return Prepared(lambda text: searcher.search(text, s.k),
-                    lambda queries: searcher.batch_search(queries, s.k),
+                    lambda queries: searcher.batch_search(queries, k=s.k),
                     {**read_json(path / "meta.json"), "index_bytes": dir_bytes(path / "index")},
                     encode=lambda texts: list(searcher.encode(texts)),
                     search_encoded=lambda vec: searcher.index.search_vectors(vec, s.k)[0])
@@ -197,11 +197,8 @@ def _prepare_sparseir(spec: SystemSpec, ds: Dataset, s: Settings, cache: Cache) 
         out, ids, vectors, encoder.terms, quantize=quantize, encoder=encoder))
     searcher = Searcher(path, encoder)
 
-    def batch(queries: dict[str, str]) -> Run:
-        hits = searcher.batch_search(queries, k=s.k, threads=s.threads)
-        return {q: {h.doc_id: h.score for h in hs} for q, hs in hits.items()}
-
-    return Prepared(lambda text: searcher.search(text, s.k), batch, {**meta, **imeta, "index_bytes": dir_bytes(path)},
+    return Prepared(lambda text: searcher.search(text, s.k),
+                    lambda queries: searcher.batch_search(queries, k=s.k, threads=s.threads), {**meta, **imeta, "index_bytes": dir_bytes(path)},
                     encode=lambda texts: list(encoder.encode_query(texts)),
                     search_encoded=lambda vec: searcher.search(vec, s.k))
 
@@ -218,9 +215,9 @@ def _prepare_lucene_impact(spec: SystemSpec, ds: Dataset, s: Settings, cache: Ca
                                 build_impact_index(ids, vectors, out, scale=scale, show_progress=s.show_progress))
     searcher = ImpactSearcher(path, scale=scale)
 
-    def batch(queries: dict[str, str]) -> Run:
-        qids = list(queries)
-        return searcher.batch_search(qids, encoder.encode_query([queries[q] for q in qids]), s.k, s.threads)
+    def batch(queries: dict[str, str]) -> dict[str, list[Hit]]:
+        return searcher.batch_search(encoder.encode_query(list(queries.values())), list(queries), k=s.k,
+                                     threads=s.threads)
 
     def crosscheck(lucene_run: Run) -> dict[str, Any]:
         return _crosscheck(ds, s, cache, encoder, ids, vectors, vkey, scale, lucene_run)
@@ -255,7 +252,7 @@ def _crosscheck(ds: Dataset, s: Settings, cache: Cache, encoder, ids: list[str],
     qids = list(queries)
     qvec = quantize(encoder.encode_query([queries[q] for q in qids]), scale)
     hits = Searcher(path).batch_search(qvec, qids, k=CROSSCHECK_DEPTH, threads=s.threads)
-    ours = {q: {h.doc_id: h.score for h in hs} for q, hs in hits.items()}
+    ours = to_run(hits)
     theirs = {q: dict(list(lucene_run.get(q, {}).items())[:CROSSCHECK_DEPTH]) for q in qids}
     same_order = sum(list(ours[q]) == list(theirs[q]) for q in qids)
     same_scores = sum(list(ours[q].values()) == list(theirs[q].values()) for q in qids)
@@ -280,7 +277,8 @@ def _measure(prepared: Prepared, ds: Dataset, s: Settings) -> dict[str, Any]:
                                                    show_progress=s.show_progress)
         else:  # no separate query encoding: the whole search is "search"
             search_lat, search_per_query = lat, per_query
-    run, batch = throughput(lambda: prepared.batch(queries), len(queries))
+    results, batch = throughput(lambda: prepared.batch(queries), len(queries))
+    run = to_run(results)
     return {"run": run, "latency": lat, "latency_ms": per_query.tolist(),
             "search_latency": search_lat, "search_latency_ms": search_per_query.tolist(),
             "batch": {**batch, "threads": s.threads, "queries": len(queries)},

@@ -9,7 +9,7 @@ from .format import ARRAYS, IndexFormatError
 from .segment import SparseIndex
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _first_bad_list(offsets: np.ndarray, docs: np.ndarray, n_docs: int) -> int:
     """First dimension whose list is not strictly ascending within ``[0, n_docs)``, else -1."""
     for t in range(offsets.shape[0] - 1):

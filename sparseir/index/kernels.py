@@ -6,7 +6,7 @@ import numpy as np
 from numba import njit
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def scatter_postings(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, first_doc: int,
                      cursor: np.ndarray, out_docs: np.ndarray, out_impacts: np.ndarray, inv_scale: float,
                      quantize: bool) -> None:

@@ -178,6 +178,7 @@ class LiveIndex:
             "scale": self.settings["scale"],
             "bytes": self.nbytes,
             "bytes_per_posting": self.nbytes / max(n_postings, 1),
+            "store": bool(self.settings.get("store")),
             "store_bytes": store,
             "store_bytes_per_doc": store / stored_docs if stored_docs else None,
             "encoder": self.settings.get("encoder"),

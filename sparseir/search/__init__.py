@@ -8,7 +8,8 @@ from importlib import import_module
 from typing import Any
 
 _EXPORTS = {
-    "Searcher": "searcher", "Hit": "searcher", "Contribution": "searcher", "EncoderMismatchError": "searcher",
+    "Searcher": "searcher", "Hit": "results", "Contribution": "results", "Run": "results", "to_run": "results", "EncoderMismatchError": "searcher",
+    "DocumentNotFoundError": "searcher",
     "numba_threads": "searcher",
     "ApproxSearcher": "approx", "ApproxIndex": "approx",
     "ApproxParams": "params", "check_k": "params",

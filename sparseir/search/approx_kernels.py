@@ -55,7 +55,7 @@ class Scratch(NamedTuple):
     q_dense: np.ndarray
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def forward_index(offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarray, doc_nnz: np.ndarray,
                   out_dims: np.ndarray, out_vals: np.ndarray) -> np.ndarray:
     """Transpose the postings into per-document (dim, impact) rows; returns the row offsets."""
@@ -73,7 +73,7 @@ def forward_index(offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarray, do
     return indptr
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def pruned_lengths(offsets: np.ndarray, n_postings: int) -> np.ndarray:
     """Kept postings per dimension: ``min(list length, n_postings)``."""
     n_dims = offsets.shape[0] - 1
@@ -83,7 +83,7 @@ def pruned_lengths(offsets: np.ndarray, n_postings: int) -> np.ndarray:
     return lengths
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def impact_order_uint8(offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarray, p_offsets: np.ndarray,
                        out_docs: np.ndarray, out_impacts: np.ndarray) -> None:
     """Per dimension, its top postings by impact (ties: smaller doc first), by counting sort."""
@@ -110,7 +110,7 @@ def impact_order_uint8(offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarra
                 start[v] = s + 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def impact_order_float(offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarray, p_offsets: np.ndarray,
                        out_docs: np.ndarray, out_impacts: np.ndarray) -> None:
     """As :func:`impact_order_uint8` for float impacts, by a stable sort."""
@@ -125,14 +125,14 @@ def impact_order_float(offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarra
             out_impacts[p_offsets[t] + i] = impacts[lo + order[i]]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _select_terms(q_dims: np.ndarray, q_weights: np.ndarray, query_cut: int) -> np.ndarray:
     """Positions of the ``query_cut`` heaviest query dims."""
     order = np.argsort(-q_weights, kind="mergesort")
     return order[:min(query_cut, order.shape[0])]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def approx_search_one(p: Postings, pr: Pruned, fw: Forward, q: Query, kn: Knobs, sc: Scratch,
                       out_ids: np.ndarray, out_scores: np.ndarray) -> int:
     """Approximate top-k for one query ("pruned" source); returns the number of hits written (best first).
@@ -201,7 +201,7 @@ def approx_search_one(p: Postings, pr: Pruned, fw: Forward, q: Query, kn: Knobs,
     return n
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def rescore(fw: Forward, q_dense: np.ndarray, cand_ids: np.ndarray, cand_scores: np.ndarray, m: int, k: int,
             heap_factor: float, out_ids: np.ndarray, out_scores: np.ndarray) -> int:
     """Exact scores of ``m`` candidates (best partial score first) through the forward index.
@@ -223,7 +223,7 @@ def rescore(fw: Forward, q_dense: np.ndarray, cand_ids: np.ndarray, cand_scores:
     return n
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def full_search_one(p: Postings, fw: Forward, q: Query, kn: Knobs, sc: Scratch, out_ids: np.ndarray,
                     out_scores: np.ndarray) -> int:
     """Approximate top-k from the full lists of the ``query_cut`` heaviest query dims.
@@ -251,7 +251,7 @@ def full_search_one(p: Postings, fw: Forward, q: Query, kn: Knobs, sc: Scratch, 
     return n
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def approx_search_batch(p: Postings, pr: Pruned, fw: Forward, qs: Queries, kn: Knobs, full: bool, n_dims: int,
                         n_blocks: int, touched_size: int, out: TopK) -> None:
     """Approximate top-k for a CSR batch of queries, in parallel over blocks of queries.

@@ -68,13 +68,13 @@ CHUNK = 1 << 20
 GROUP = 32
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _worse(s1: float, d1: int, s2: float, d2: int) -> bool:
     """Ranks (s1, d1) below (s2, d2): lower score, or equal score and larger id."""
     return s1 < s2 or (s1 == s2 and d1 > d2)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def sift_down(scores: np.ndarray, ids: np.ndarray, i: int, n: int) -> None:
     """Restore the min-heap (worst at the root) below position ``i`` of a heap of ``n``."""
     while True:
@@ -90,7 +90,7 @@ def sift_down(scores: np.ndarray, ids: np.ndarray, i: int, n: int) -> None:
         i = worst
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def sift_up(scores: np.ndarray, ids: np.ndarray, i: int) -> None:
     """Move entry ``i`` up the min-heap."""
     while i > 0:
@@ -102,7 +102,7 @@ def sift_up(scores: np.ndarray, ids: np.ndarray, i: int) -> None:
         i = parent
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def heap_push(scores: np.ndarray, ids: np.ndarray, n: int, k: int, s: float, d: int) -> int:
     """Offer (s, d) to a min-heap of ``n`` <= ``k`` entries; returns the new size."""
     if n < k:
@@ -117,7 +117,7 @@ def heap_push(scores: np.ndarray, ids: np.ndarray, n: int, k: int, s: float, d: 
     return n
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def heap_sort(scores: np.ndarray, ids: np.ndarray, n: int) -> None:
     """Sort a min-heap of ``n`` entries in place, best first."""
     for end in range(n - 1, 0, -1):
@@ -126,7 +126,7 @@ def heap_sort(scores: np.ndarray, ids: np.ndarray, n: int) -> None:
         sift_down(scores, ids, 0, end)
 
 
-@njit(cache=True, fastmath=True, inline="always")
+@njit(cache=True, nogil=True, fastmath=True, inline="always")
 def _group_max(acc: np.ndarray, start: int) -> float:
     """Largest of ``acc[start:start + GROUP]`` (a vectorised reduction)."""
     m = np.float32(0.0)
@@ -135,7 +135,7 @@ def _group_max(acc: np.ndarray, start: int) -> float:
     return m
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _scan_chunk(acc: np.ndarray, length: int, first: int, base: int, k: int, heap_ids: np.ndarray,
                 heap_scores: np.ndarray, n: int, zero: bool, dead: np.ndarray) -> int:
     """Offer ``acc[:length]`` (segment documents ``first + i``, unless ``dead``, as positions
@@ -160,7 +160,7 @@ def _scan_chunk(acc: np.ndarray, length: int, first: int, base: int, k: int, hea
     return n
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def accumulate(offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarray, q_dims: np.ndarray,
                q_weights: np.ndarray, acc: np.ndarray) -> None:
     """``acc[d] += w_t * impact`` over the postings of every query dimension ``t`` (unblocked; for
@@ -172,7 +172,7 @@ def accumulate(offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarray, q_dim
             acc[docs[p]] += w * np.float32(impacts[p])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def topk_dense(acc: np.ndarray, k: int, out_ids: np.ndarray, out_scores: np.ndarray) -> int:
     """Best ``k`` positive entries of ``acc``, sorted; returns how many were found."""
     n = _scan_chunk(acc, acc.shape[0], 0, 0, k, out_ids, out_scores, 0, False, np.zeros(acc.shape[0], np.uint8))
@@ -180,7 +180,7 @@ def topk_dense(acc: np.ndarray, k: int, out_ids: np.ndarray, out_scores: np.ndar
     return n
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def search_one(p: Postings, q: Query, acc: np.ndarray, k: int, out_ids: np.ndarray, out_scores: np.ndarray) -> int:
     """Exact top-k for one query; returns the number of hits written (best first), or ``CORRUPT``.
 
@@ -194,7 +194,7 @@ def search_one(p: Postings, q: Query, acc: np.ndarray, k: int, out_ids: np.ndarr
     return n
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def search_segments(segs, bases: np.ndarray, q: Query, acc: np.ndarray, k: int, out_ids: np.ndarray,
                     out_scores: np.ndarray) -> int:
     """Exact top-k over several segments (a typed list of :class:`Postings`) into one heap.
@@ -213,7 +213,7 @@ def search_segments(segs, bases: np.ndarray, q: Query, acc: np.ndarray, k: int, 
     return n
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def search_segments_batch(segs, bases: np.ndarray, qs: Queries, k: int, n_blocks: int, acc_len: int,
                           out: TopK) -> None:
     """:func:`search_segments` for a CSR batch of queries, in parallel over blocks of queries."""
@@ -229,7 +229,7 @@ def search_segments_batch(segs, bases: np.ndarray, qs: Queries, k: int, n_blocks
                                             out_ids[i], out_scores[i])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _search_into(p: Postings, q: Query, acc: np.ndarray, k: int, base: int, heap_ids: np.ndarray,
                  heap_scores: np.ndarray, n: int) -> int:
     """Offer one segment's scores (positions ``base + d``) to a heap of ``n`` entries; returns its
@@ -268,12 +268,12 @@ def _search_into(p: Postings, q: Query, acc: np.ndarray, k: int, base: int, heap
     return n
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _clear(acc: np.ndarray, lo: int, hi: int) -> None:
     acc[lo:hi] = 0.0
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def search_one_split(p: Postings, q: Query, acc: np.ndarray, k: int, out_ids: np.ndarray,
                      out_scores: np.ndarray) -> int:
     """Exact top-k for one query, parallel within the query over ``acc.shape[0]`` document ranges.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, NamedTuple
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numba
 import numpy as np
@@ -20,6 +20,7 @@ from numba.typed import List as TypedList
 from .kernels import (CORRUPT, Postings, Queries, Query as QueryArrays, TopK, search_one_split, search_segments,
                       search_segments_batch)
 from .params import check_k
+from .results import Contribution, Hit, batch_items
 
 if TYPE_CHECKING:
     from ..encoders import SparseEncoder
@@ -28,20 +29,6 @@ if TYPE_CHECKING:
 SPLIT_MIN_DOCS = 1 << 18
 
 Query = str | Mapping[str, float] | sp.spmatrix
-
-
-class Hit(NamedTuple):
-    doc_id: str
-    score: float
-
-
-class Contribution(NamedTuple):
-    """One shared dimension's share of a score: ``query_weight * doc_weight``."""
-
-    term: str
-    query_weight: float
-    doc_weight: float
-    product: float
 
 
 class EncoderMismatchError(SparseirError, ValueError):
@@ -238,18 +225,8 @@ class Searcher:
         ``queries``: texts, term-weight dicts or a CSR matrix with ``qids`` beside them, or a
         ``{qid: query}`` mapping. Without ``qids`` the ids are ``"0", "1", ...``.
         """
-        if isinstance(qids, int) and not isinstance(qids, bool):
-            raise UsageError("batch_search(queries, qids=None, k=10, threads=None): pass k by keyword")
-        if isinstance(queries, Mapping):
-            if qids is not None:
-                raise UsageError("batch_search: give qids either as the mapping's keys or as qids, not both")
-            qids, queries = list(queries), list(queries.values())
+        qids, queries = batch_items(queries, qids, queries.shape[0] if sp.issparse(queries) else None)
         vectors = self.query_vectors(queries)
-        qids = [str(i) for i in range(vectors.shape[0])] if qids is None else [str(q) for q in qids]
-        if len(qids) != vectors.shape[0]:
-            raise UsageError(f"batch_search: {len(qids)} qids for {vectors.shape[0]} queries")
-        if len(set(qids)) != len(qids):
-            raise UsageError("batch_search: duplicate qids")
         ids, scores, counts = self.search_vectors(vectors, k, threads)
         return {qid: self._hits(i, s, c) for qid, i, s, c in zip(qids, ids, scores, counts)}
 

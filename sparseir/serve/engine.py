@@ -22,11 +22,6 @@ import scipy.sparse as sp
 from ..errors import SparseirError, UsageError
 from ..search import ApproxParams, ApproxSearcher, Contribution, Hit, Searcher
 
-#: The live index (issue 9) adds ``Searcher.refresh``/``doc``/``generation`` and ``IndexWriter``
-#: add/delete/commit; until it is on main the engine serves a static index read-only.
-LIVE = hasattr(Searcher, "refresh")
-
-
 class ReadOnlyError(SparseirError):
     """A write reached a server started with ``--read-only``."""
 
@@ -72,7 +67,7 @@ class Engine:
 
     def __init__(self, path: str | Path, *, read_only: bool = False, pool_size: int = 4) -> None:
         self.path = Path(path)
-        self.read_only = read_only or not LIVE
+        self.read_only = read_only
         self.pool_size = pool_size
         probe = Searcher(self.path)
         self.encoder = probe.encoder  # loaded now: the first query must not pay for it
@@ -140,8 +135,6 @@ class Engine:
 
     def doc(self, doc_id: str) -> dict | None:
         """The stored document, or ``None``."""
-        if not LIVE:
-            raise UsageError("stored documents need the live index (issue 9); this sparseir has none")
         with self._pool.searcher() as s:
             return s.doc(doc_id)
 
@@ -150,14 +143,12 @@ class Engine:
         pool = self._pool
         info = pool.stats().get("encoder") or {}
         return {**pool.stats(), "path": str(self.path), "generation": self.generation, "read_only": self.read_only,
-                "live": LIVE, "encoder": {"name": self.encoder.name, "model": info.get("config", {}).get("model"),
+                "encoder": {"name": self.encoder.name, "model": info.get("config", {}).get("model"),
                                           "fingerprint": self.encoder.fingerprint},
                 "approx_defaults": asdict(ApproxParams())}
 
     def refresh(self) -> bool:
         """Swap in searchers over a newer commit if there is one; True if it did."""
-        if not LIVE:
-            return False
         with self._refresh_lock:
             if not self._probe.refresh():
                 return False
@@ -169,12 +160,12 @@ class Engine:
 
     def _new_pool(self, approx: ApproxSearcher | None = None) -> _Pool:
         p = self._probe
-        return _Pool(p.index, self.encoder, getattr(p, "generation", 0), self.pool_size, approx)
+        return _Pool(p.index, self.encoder, p.generation, self.pool_size, approx)
 
     # --- writing -------------------------------------------------------------------------
     def _writable(self):
         if self.writer is None:
-            raise ReadOnlyError("this server is read-only (--read-only, or a sparseir without the live index)")
+            raise ReadOnlyError("this server is read-only (--read-only)")
         return self.writer
 
     def add(self, docs: Sequence[Any], vectors: sp.csr_matrix | None, *, upsert: bool, commit: bool) -> dict:

@@ -54,4 +54,4 @@ def bm25_negatives(pairs: list[Pair], corpus: dict[str, str], index_dir: str | P
     for p in pairs:
         positives.setdefault(p.qid, set()).add(p.doc_id)
     run = BM25Searcher(index_dir).batch_search(queries, k=depth + 10, threads=threads)
-    return {q: [d for d in run.get(q, {}) if d not in positives[q]][:depth] for q in queries}
+    return {q: [h.doc_id for h in run.get(q, []) if h.doc_id not in positives[q]][:depth] for q in queries}

@@ -94,7 +94,7 @@ function closeDoc() { $("doc-view").hidden = true; }
 async function init() {
   try {
     const s = await api("GET", "/stats");
-    stored = Boolean(s.live);
+    stored = Boolean(s.store);
     $("index-info").textContent =
       `${s.n_docs.toLocaleString()} documents · ${s.n_dims.toLocaleString()} dimensions · ${s.encoder.name}` +
       `${s.encoder.model ? " (" + s.encoder.model + ")" : ""} · commit ${s.generation}`;
