@@ -392,6 +392,7 @@ def cmd_encode(args: argparse.Namespace) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
+    from .distributed import is_sharded
     from .index import open_index
 
     paths = _index_paths(args.index)
@@ -402,11 +403,11 @@ def cmd_info(args: argparse.Namespace) -> None:
             index.verify()
         all_stats.append(index.stats())
     if args.json:
-        print(json.dumps(all_stats[0] if paths == [Path(args.index)] else
+        print(json.dumps(all_stats[0] if not is_sharded(args.index) else
                          {"path": args.index, "n_shards": len(paths), "n_docs": sum(s["n_docs"] for s in all_stats),
                           "shards": all_stats}, indent=2))
         return
-    if paths != [Path(args.index)]:
+    if is_sharded(args.index):
         print(f"sharded index {args.index}: {len(paths)} shards, {sum(s['n_docs'] for s in all_stats)} live documents")
     for stats in all_stats:
         _print_info(stats)

@@ -18,9 +18,9 @@ def open_searcher(path: str | Path, *, ray: bool = False, ray_address: str | Non
     """A searcher for ``path``: :class:`~sparseir.search.Searcher` (or ``ApproxSearcher`` with ``params``)
     for one index; :class:`ShardedSearcher` for a sharded index, or with ``ray`` (or a ``ray_address``)
     a ``RaySearcher`` with one Ray actor per shard."""
+    if ray or ray_address:
+        require_sharded(path)
     if not is_sharded(path):
-        if ray or ray_address:
-            raise UsageError(f"{path}: --ray searches a sharded index (build one with --shards N)")
         from ..search import ApproxSearcher, Searcher
 
         return ApproxSearcher(path, encoder, params) if params else Searcher(path, encoder)
@@ -31,6 +31,12 @@ def open_searcher(path: str | Path, *, ray: bool = False, ray_address: str | Non
     from .searcher import ShardedSearcher
 
     return ShardedSearcher(path, encoder, params)
+
+
+def require_sharded(path: str | Path) -> None:
+    """A :class:`UsageError` unless ``path`` is a sharded index (what ``--ray`` needs)."""
+    if not is_sharded(path):
+        raise UsageError(f"{path}: --ray needs a sharded index (build one with --shards N)")
 
 
 def open_writer(path: str | Path, encoder: Any = None):

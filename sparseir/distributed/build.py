@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from .._fs import atomic_dir
 from ..errors import UsageError
 from ..index import is_index, write_segment
-from ..index.format import UINT8_LEVELS
+from ..index.format import QUANTIZATIONS, UINT8_LEVELS
 from ..index.segment_writer import check_vectors
 from .shardmap import SEQ_FIELD, check_shards, is_sharded, route, shard_dir
 from .writer import ShardedWriter
@@ -118,6 +118,8 @@ def build_sharded_index(corpus: Iterable[Any], encoder: Any, out: str | Path, sh
     for name, value in (("workers", workers), ("chunk_size", chunk_size)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise UsageError(f"--{name.replace('_', '-')} must be an integer >= 1, got {value!r}")
+    if quantize not in QUANTIZATIONS:
+        raise UsageError(f"--quantize must be one of {QUANTIZATIONS}, got {quantize!r}")
     if scale is not None and not scale > 0:
         raise UsageError(f"--scale must be > 0, got {scale!r}")
     out = Path(out)

@@ -6,8 +6,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import SparseirError, UsageError
+import scipy.sparse as sp
+
+from ..errors import SparseirError
 from ..search import ApproxParams, Contribution, Hit, check_k
+from ..search.results import batch_items
 from .merge import cross_shard_ties, merge_topk
 from .shard import Shard
 from .shardmap import ShardMap
@@ -89,19 +92,10 @@ class ShardedSearcher:
 
     def batch_search(self, queries: Mapping[str, Any] | Sequence[Any], qids: Sequence[str] | None = None,
                      k: int = 10, threads: int | None = None) -> dict[str, list[Hit]]:
-        """Top-k for many queries, as ``{qid: hits}`` (keys: the mapping's keys, ``qids``, or ``"0"``, ``"1"``, ...)."""
-        if isinstance(queries, Mapping):
-            if qids is not None:
-                raise UsageError("batch_search: give qids either as the mapping's keys or as qids, not both")
-            qids, queries = list(queries), list(queries.values())
+        """Top-k for many queries, as ``{qid: hits}`` (Pyserini's argument order, as ``Searcher.batch_search``)."""
         check_k(k)
-        vectors = self.query_vectors(queries)
-        qids = [str(i) for i in range(vectors.shape[0])] if qids is None else [str(q) for q in qids]
-        if len(qids) != vectors.shape[0]:
-            raise UsageError(f"batch_search: {len(qids)} qids for {vectors.shape[0]} queries")
-        if len(set(qids)) != len(qids):
-            raise UsageError("batch_search: duplicate qids")
-        return dict(zip(qids, self.search_vectors(vectors, k, threads)))
+        qids, queries = batch_items(queries, qids, queries.shape[0] if sp.issparse(queries) else None)
+        return dict(zip(qids, self.search_vectors(self.query_vectors(queries), k, threads)))
 
     def explain(self, query: Any, doc_id: str) -> list[Contribution]:
         """The dimensions behind ``doc_id``'s score, from the shard that holds it."""

@@ -140,8 +140,9 @@ class ShardedWriter:
     def add_segments(self, shard: int, folders: Sequence[str | Path], n_seqs: int = 0) -> None:
         """Adopt standalone segments (from :func:`~sparseir.index.write_segment`) into ``shard``.
 
-        Their documents must belong to ``shard`` and carry sequence numbers below
-        ``next_seq + n_seqs``; the shard map's ``next_seq`` moves on by ``n_seqs``.
+        Their documents must belong to ``shard``; their stored sequence numbers are the caller's (a
+        build numbers the whole corpus and passes each shard's count as ``n_seqs``, by which the
+        shard map's ``next_seq`` moves on).
         """
         self.writers[shard].add_segments(folders)
         self.map = replace(self.map, next_seq=self.map.next_seq + n_seqs)

@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 
-from ..errors import UsageError
+from ..distributed.api import add_arguments as add_ray_arguments
 from .config import API_KEY_ENV, CONFIG_ENV, ServeConfig
 
 
@@ -39,8 +39,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"how often to look for a newer commit (default {d.refresh_seconds}; 0: never)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
                    help="uvicorn log level (default info)")
-    from ..distributed.api import add_arguments as add_ray_arguments
-
     add_ray_arguments(p)
     p.set_defaults(func=cmd_serve)
 
@@ -59,11 +57,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     open_searcher(config.index)  # a bad index fails here, with exit 2, not in a worker
     if config.ray or config.ray_address:
-        from ..distributed import is_sharded
+        from ..distributed.api import require_sharded
         from ..distributed.cluster import connect
 
-        if not is_sharded(config.index):
-            raise UsageError(f"{config.index}: --ray serves a sharded index (build one with --shards N)")
+        require_sharded(config.index)
         connect(config.ray_address)  # in the main thread; the app (one worker, this process) joins it
     import uvicorn
 
