@@ -19,10 +19,10 @@ from sparseir.corpus import Document, load_corpus, load_qrels, load_queries
 from sparseir.distributed import (ShardedSearcher, ShardedWriter, ShardMap, ShardMapError, build_sharded_index,
                                   open_searcher, route, shard_of, write_sharded_index)
 from sparseir.errors import UsageError
-from sparseir.evaluate import evaluate, run_from_hits
+from sparseir.evaluate import evaluate
 from sparseir.index import IndexWriter, LockError, write_index
 from sparseir.indexing import add_documents
-from sparseir.search import ApproxParams, ApproxSearcher, Searcher
+from sparseir.search import ApproxParams, ApproxSearcher, Searcher, to_run
 
 CHUNK = 40  # documents per encoding chunk, the same for every build so that the vectors are bit-identical
 
@@ -234,8 +234,8 @@ def test_full_scifact_eval_sharded_equals_unsharded(tmp_path):
     want = flat.batch_search(qx, qids=list(queries), k=100)
     got = sharded.batch_search(qx, qids=list(queries), k=100)
     assert got == want  # ids and scores
-    ndcg = evaluate(run_from_hits(got), qrels)["nDCG@10"]
-    assert ndcg == evaluate(run_from_hits(want), qrels)["nDCG@10"]
+    ndcg = evaluate(to_run(got), qrels)["nDCG@10"]
+    assert ndcg == evaluate(to_run(want), qrels)["nDCG@10"]
     assert ndcg > 0.5  # BM25 over word pieces, without stemming
 
 
