@@ -12,12 +12,13 @@ import time
 import pytest
 import scipy.sparse as sp
 
+from sparseir.distributed import ShardedSearcher, ShardError, build_sharded_index, open_searcher  # before Ray
+
 ray = pytest.importorskip("ray", reason="the 'ray' extra is not installed")
 
 from conftest import make_beir_slice  # noqa: E402
 from sparseir.cli import main  # noqa: E402
 from sparseir.corpus import load_corpus, load_queries  # noqa: E402
-from sparseir.distributed import ShardedSearcher, ShardError, build_sharded_index, open_searcher  # noqa: E402
 from sparseir.distributed.actors import RaySearcher  # noqa: E402
 from sparseir.indexing import build_index  # noqa: E402
 from sparseir.search import ApproxParams, Searcher  # noqa: E402

@@ -5,10 +5,16 @@ process too. Importing this package is cheap (for the CLI); the rest loads on fi
 nothing imports Ray until a Ray path is used.
 """
 
+import os
 from importlib import import_module
 from typing import Any
 
-from .api import add_arguments, check_arguments, open_searcher, open_writer
+# Ray's driver installs a SIGSEGV handler that kills any JVM in the process (Pyserini's Lucene uses
+# SIGSEGV internally), so Ray leaves the process's signal handlers alone unless asked. Read when
+# Ray is first imported; this package imports Ray only after this line.
+os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
+
+from .api import add_arguments, check_arguments, open_searcher, open_writer  # noqa: E402
 
 _LAZY = {
     "build_sharded_index": "build", "write_sharded_index": "build",
