@@ -222,9 +222,45 @@ def _hit_rows(searcher, hits, query: str, args: argparse.Namespace) -> list[dict
         row = {"rank": rank, "doc_id": h.doc_id, "score": h.score, "title": stored.get("title", ""),
                "snippet": _snippet(stored.get("text", ""), args.snippet_chars)}
         if args.explain:
-            row["explain"] = [c._asdict() for c in searcher.explain(query, h.doc_id)]
+            row["explain"] = [c.to_dict() for c in _explain(searcher, query, h.doc_id, args)]
         rows.append(row)
     return rows
+
+
+def _explain(searcher, query: str, doc_id: str, args: argparse.Namespace) -> list:
+    """``searcher.explain`` with token provenance where the index and encoder allow it (else a note on stderr,
+    once, and ``args.plain_explain`` set)."""
+    from .encoders.sources import ProvenanceError
+
+    if not getattr(args, "plain_explain", False):
+        try:
+            return searcher.explain(query, doc_id, provenance=True)
+        except ProvenanceError as e:
+            print(f"sparseir: note: no source words shown: {e}", file=sys.stderr)
+            args.plain_explain = True
+    return searcher.explain(query, doc_id)
+
+
+def _highlight(text: str, spans: list[tuple[int, int]], width: int, marks: tuple[str, str]) -> str:
+    """A ``width``-character window of ``text`` around the first of ``spans``, each span wrapped in ``marks``,
+    whitespace collapsed."""
+    spans = sorted(set(spans))
+    if not spans:
+        return _snippet(text, width)
+    start = max(0, spans[0][0] - width // 5)
+    while 0 < start < spans[0][0] and not text[start - 1].isspace():
+        start += 1  # begin at a word
+    end, pos, parts = start + width, start, []
+    for a, b in spans:
+        if a >= pos and b <= end:
+            parts += [text[pos:a], marks[0], text[a:b], marks[1]]
+            pos = b
+    parts.append(text[pos:end])
+    return ("…" if start else "") + " ".join("".join(parts).split()) + ("…" if end < len(text) else "")
+
+
+def _source_words(sources: list[dict] | None) -> str:
+    return ",".join(dict.fromkeys(s["token"] for s in sources or [])) or "-"
 
 
 def _run_lines(results: dict[str, list], fmt: str, tag: str) -> Iterator[str]:
@@ -289,12 +325,21 @@ def cmd_search(args: argparse.Namespace) -> None:
     for res in results:
         print(f"query: {res['query']}")
         print(f"{'rank':>4}  {'doc_id':<20} {'score':>9}  title / text")
+        marks = ("\033[1;4m", "\033[0m") if sys.stdout.isatty() else ("[", "]")
         for hit in res["hits"]:
             print(f"{hit['rank']:>4}  {hit['doc_id']:<20} {hit['score']:>9.4f}  {_snippet(hit['title'], 60)}")
+            shown = hit.get("explain", [])[: args.explain_terms]
+            if any("doc_sources" in c for c in shown):
+                stored = searcher.doc(hit["doc_id"]) or {}
+                spans = [(s["start"], s["end"]) for c in shown for s in c["doc_sources"][:1] if s["start"] is not None]
+                hit["snippet"] = _highlight(stored.get("text", ""), spans, args.snippet_chars, marks)
             if hit["snippet"]:
                 print(f"{'':>37}{hit['snippet']}")
-            for c in hit.get("explain", [])[: args.explain_terms]:
-                print(f"{'':>6}{c['term']:<20} {c['query_weight']:.3f} x {c['doc_weight']:.3f} = {c['product']:.4f}")
+            for c in shown:
+                line = f"{'':>6}{c['term']:<20} {c['query_weight']:.3f} x {c['doc_weight']:.3f} = {c['product']:.4f}"
+                if "doc_sources" in c:
+                    line += f"   query: {_source_words(c.get('query_sources'))}  doc: {_source_words(c['doc_sources'])}"
+                print(line)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:

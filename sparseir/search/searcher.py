@@ -11,6 +11,7 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
+from ..encoders.sources import ProvenanceError
 from ..errors import SparseirError, UsageError
 from ..index.format import IndexFormatError
 from ..index.live import LiveIndex, open_index
@@ -237,19 +238,27 @@ class Searcher:
         """The stored document ``{"id", "title", "text", ...}``; ``None`` if absent, deleted or not stored."""
         return self.index.doc(doc_id)
 
-    def explain(self, query: Query, doc_id: str) -> list[Contribution]:
+    def explain(self, query: Query, doc_id: str, provenance: bool = False) -> list[Contribution]:
         """Each dimension shared by the query and ``doc_id``, largest contribution first.
 
         The products sum to the document's score. Raises :class:`DocumentNotFoundError` for an
-        id that is not a live document.
+        id that is not a live document. ``provenance=True`` re-encodes the stored text (and a text
+        query) and fills each contribution's ``doc_sources`` (and ``query_sources``) with the words
+        its weight comes from; see :meth:`~sparseir.encoders.SparseEncoder.provenance`.
         """
         ix = self.index
         pos = ix.position(doc_id)
         if pos is None:
-            raise DocumentNotFoundError(f"document {doc_id!r} is not in the index")
+            raise DocumentNotFoundError(f"document {doc_id!r} is not in the index {ix.path} (absent or deleted)")
         s, doc = ix.locate(pos)
         seg = ix.segments[s]
         q = self.query_vectors(query)
+        if q.shape[0] != 1:
+            raise UsageError(f"explain takes one query, got {q.shape[0]}")
+        doc_sources = query_sources = None
+        if provenance:
+            doc_sources = self.encoder.provenance(self._stored_text(doc_id))
+            query_sources = self.encoder.provenance(query, is_query=True) if isinstance(query, str) else None
         terms = ix.terms
         out = []
         for t, w in zip(q.indices, q.data):
@@ -257,8 +266,21 @@ class Searcher:
             p = lo + np.searchsorted(seg.docs[lo:hi], doc)
             if p < hi and seg.docs[p] == doc:
                 dw = float(seg.impacts[p]) * ix.scale
-                out.append(Contribution(terms[int(t)], float(w), dw, float(w) * dw))
+                out.append(Contribution(
+                    terms[int(t)], float(w), dw, float(w) * dw,
+                    query_sources.get(int(t), []) if query_sources is not None else None,
+                    doc_sources.get(int(t), []) if doc_sources is not None else None))
         return sorted(out, key=lambda c: -c.product)
+
+    def _stored_text(self, doc_id: str) -> str:
+        """The stored text of ``doc_id`` (a live document), for provenance."""
+        if not self.index.settings.get("store"):
+            raise ProvenanceError(f"{self.index.path} keeps no document text (built with --no-store), so provenance "
+                                  "cannot re-encode the document; rebuild the index with its document store")
+        stored = self.doc(doc_id)
+        if stored is None or not isinstance(stored.get("text"), str):
+            raise ProvenanceError(f"document {doc_id!r} has no stored text in {self.index.path}")
+        return stored["text"]
 
 
 def merge_topk(parts: list[TopK], bases: np.ndarray, n: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
