@@ -204,3 +204,40 @@ def test_embedding_sae_says_it_has_no_source_tokens(sae_dirs, tmp_path):
         w.add(DOCS)
     with pytest.raises(ProvenanceError, match="sentence embedding"):
         Searcher(tmp_path / "ix", enc).explain("fox", "d2", provenance=True)
+
+
+@pytest.fixture(scope="module")
+def server(index):
+    from sparseir.serve.process import ServerProcess
+
+    with ServerProcess(index) as s:
+        yield s
+
+
+def test_service_explains_with_source_words(server, searcher):
+    import httpx
+
+    from sparseir.client import Client
+
+    with Client(server.url) as client:
+        remote = client.explain("whale fox", "d2", provenance=True)
+        assert remote == searcher.explain("whale fox", "d2", provenance=True)
+        assert client.explain("whale fox", "d2") == searcher.explain("whale fox", "d2")
+    r = httpx.post(f"{server.url}/explain", json={"query": {"fox": 1.0}, "doc_id": "d2", "provenance": True})
+    assert r.status_code == 422 and "text query" in r.text
+    r = httpx.post(f"{server.url}/explain", json={"query": "fox", "doc_id": "nope", "provenance": True})
+    assert r.status_code == 404
+
+
+def test_search_page_marks_source_words(server):
+    from urllib.parse import quote
+
+    from serve_browser import CHROMIUM, chromium
+
+    if CHROMIUM is None:
+        pytest.skip("headless Chromium is not installed; the search page is not tested here")
+    dom = chromium("--dump-dom", f"{server.url}/?q={quote('whale fox')}&k=2&term=whale").stdout
+    assert 'data-ready="1"' in dom, dom[-2000:]
+    assert re.search(r'id="query-view"[^>]*>\s*<mark>whale</mark> fox', dom), dom[-3000:]
+    item = re.search(r'<li class="hit" data-doc-id="d2">(.*?)</li>', dom, flags=re.S).group(1)
+    assert "<mark>whale</mark>" in item

@@ -47,6 +47,12 @@ class Contribution(NamedTuple):
                 out[side] = [s._asdict() for s in out[side]]
         return out
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Contribution:
+        """The inverse of :meth:`to_dict`."""
+        sides = {side: [Source(**s) for s in d[side]] for side in ("query_sources", "doc_sources") if side in d}
+        return cls(d["term"], d["query_weight"], d["doc_weight"], d["product"], **sides)
+
 
 def to_run(results: Mapping[str, Sequence[Hit]]) -> Run:
     """``{qid: hits}`` as a run ``{qid: {doc_id: score}}``."""

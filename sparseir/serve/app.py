@@ -228,7 +228,7 @@ def create_app(config: ServeConfig) -> FastAPI:
             for rank, (hit, contributions) in enumerate(hits, 1):
                 row: dict[str, Any] = {"rank": rank, "doc_id": hit.doc_id, "score": hit.score}
                 if explain:
-                    row["explain"] = [c._asdict() for c in contributions]
+                    row["explain"] = [c.to_dict() for c in contributions]
                 if fields:
                     doc = e.doc(hit.doc_id) or {}
                     row["doc"] = {f: doc.get(f) for f in fields if f in doc}
@@ -239,12 +239,13 @@ def create_app(config: ServeConfig) -> FastAPI:
     @app.post("/explain", summary="the dimensions behind one document's score for a query")
     async def explain(req: ExplainRequest) -> dict:
         [vector] = await vectors_of([req.query])
-        try:
-            contributions = await run("pool", engine().explain, vector, req.doc_id)
+        text = req.query if req.provenance else None
+        try:  # provenance re-encodes the query and the document: the encoding pool's work
+            contributions = await run("encoding" if text else "pool", engine().explain, vector, req.doc_id, text)
         except KeyError:
             raise HTTPException(404, f"document {req.doc_id!r} is not in the index") from None
         return {"doc_id": req.doc_id, "score": sum(c.product for c in contributions),
-                "explain": [c._asdict() for c in contributions]}
+                "explain": [c.to_dict() for c in contributions]}
 
     @app.post("/encode", summary="sparse vectors as {term: weight}")
     async def encode(req: EncodeRequest) -> dict:
