@@ -16,6 +16,7 @@ from sparseir.search import Searcher
 from sparseir.search.searcher import DocumentNotFoundError
 
 from conftest import SMOLLM
+from tiny_sae import train_tiny_sae
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -157,26 +158,8 @@ def test_llm_prompt_mode_has_no_source_tokens():
 
 @pytest.fixture(scope="module")
 def sae_dirs(tmp_path_factory):
-    """A hidden-state and an embedding-source SAE over MiniLM, trained briefly on a few sentences."""
-    from sparseir.sae.collect import EmbeddingSource, HiddenStateSource, collect_embeddings, collect_hidden
-    from sparseir.sae.finalize import finalize_sae
-    from sparseir.sae.model import SAEConfig
-    from sparseir.sae.store import ActivationStore
-    from sparseir.sae.train import TrainConfig, train_sae
-
-    from conftest import MINILM
-
     root = tmp_path_factory.mktemp("sae")
-    records = [{"id": d.id, "text": d.text} for d in DOCS] * 4
-    out = {}
-    for kind, source, collect in (("hidden", HiddenStateSource(str(MINILM), layer=4, max_length=64), collect_hidden),
-                                  ("embedding", EmbeddingSource(str(MINILM)), collect_embeddings)):
-        store = ActivationStore(collect(source, records, root / f"{kind}-acts"), val_every=5)
-        model, info = train_sae(store, root / kind, SAEConfig(d_in=384, n_latents=64, k=4),
-                                TrainConfig(batch_size=16, epochs=3), progress=False)
-        finalize_sae(root / kind, model, info, store, progress=False)
-        out[kind] = root / kind
-    return out
+    return {kind: train_tiny_sae(root, kind) for kind in ("hidden", "embedding")}
 
 
 @pytest.mark.parametrize("pooling", ["max", "sum"])

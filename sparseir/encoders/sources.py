@@ -23,3 +23,19 @@ class Source(NamedTuple):
 
 class ProvenanceError(SparseirError, ValueError):
     """Token provenance is not available (an encoder without token positions, a document without stored text)."""
+
+
+def highlight(text: str, spans: list[tuple[int, int]], width: int, marks: tuple[str, str] = ("[[", "]]")) -> str:
+    """About ``width`` characters of ``text`` from a little before the first of ``spans``, each span within
+    them wrapped in ``marks``, whitespace collapsed, ``…`` where text is cut."""
+    spans = sorted(set(spans))
+    start = max(0, spans[0][0] - width // 5) if spans else 0
+    while 0 < start < spans[0][0] and not text[start - 1].isspace():
+        start += 1  # begin at a word
+    end, pos, parts = start + width, start, []
+    for a, b in spans:
+        if a >= pos and b <= end:
+            parts += [text[pos:a], marks[0], text[a:b], marks[1]]
+            pos = b
+    parts.append(text[pos:end])
+    return ("…" if start else "") + " ".join("".join(parts).split()) + ("…" if end < len(text) else "")
