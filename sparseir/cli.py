@@ -418,6 +418,10 @@ def cmd_info(args: argparse.Namespace) -> None:
         print(f"{key:<20} {value:.4g}" if isinstance(value, float) else f"{key:<20} {value}")
     enc = stats["encoder"] or {}
     print(f"{'encoder':<20} {enc.get('name')} {enc.get('config', {}).get('model')} ({enc.get('fingerprint')})")
+    if enc.get("health"):
+        from .sae.cli import print_health
+
+        print_health(enc["health"])
     print(f"segments ({len(stats['segments'])}):")
     for seg in stats["segments"]:
         print(f"  {seg['name']}  {seg['n_docs']:>10} docs  {seg['n_deleted']:>8} deleted")

@@ -130,6 +130,12 @@ class SparseEncoder(ABC):
         return self._terms
 
     @property
+    def health(self) -> dict[str, Any] | None:
+        """Training diagnostics an index keeps with the encoder's settings (an SAE's FVU, L0, dead latents...);
+        ``None`` when the encoder has none."""
+        return None
+
+    @property
     def dim(self) -> int:
         return len(self._terms)
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from sparseir.encoders.base import EncoderError, SparseEncoder, Tokens, module_fingerprint, position_limit
 from sparseir.encoders.pooling import Trace, dense_trace
 from sparseir.encoders.sources import ProvenanceError
-from sparseir.sae.checkpoint import LABELS, load_sae, read_json
+from sparseir.sae.checkpoint import DIAGNOSTICS, LABELS, load_sae, read_json
 from sparseir.sae.collect import EmbeddingSource, HiddenStateSource
 
 POOLINGS = ("max", "sum")
@@ -125,6 +125,13 @@ class SAESparseEncoder(SparseEncoder):
         ids, spans = self.source.offsets(text)
         names = self.source.tokenizer.convert_ids_to_tokens(ids)
         return codes[0], sources, [(name, (s, e) if e > s else None) for name, (s, e) in zip(names, spans)]
+
+    @property
+    def health(self) -> dict[str, Any] | None:
+        """The SAE's ``diagnostics.json`` without the per-latent frequencies: FVU, L0, dead and dense latents
+        (with the window they were counted over), the log10 activation-frequency histogram."""
+        diagnostics = read_json(self.path, DIAGNOSTICS)
+        return {k: v for k, v in diagnostics.items() if k != "freq"} if diagnostics else None
 
     def config(self) -> dict[str, Any]:
         return {

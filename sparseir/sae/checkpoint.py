@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from sparseir._fs import publish_dir
+from sparseir.errors import UsageError
 from sparseir.sae.files import CONFIG, DIAGNOSTICS, FORMAT, FREQ_HIST, LABELS, TRAIN_STATE, WEIGHTS, read_json
 from sparseir.sae.model import SAEConfig, SparseAutoencoder
 
@@ -52,10 +53,10 @@ def read_config(path: str | Path) -> dict:
     path = Path(path)
     cfg_file = path / CONFIG
     if not cfg_file.is_file():
-        raise FileNotFoundError(f"{path} is not an SAE checkpoint (no {CONFIG}); train one with `sparseir sae train`")
+        raise UsageError(f"{path} is not an SAE checkpoint (no {CONFIG}); train one with `sparseir sae train`")
     config = json.loads(cfg_file.read_text())
     if config.get("format") != FORMAT:
-        raise ValueError(f"{cfg_file} is not a {FORMAT} config (format={config.get('format')!r})")
+        raise UsageError(f"{cfg_file} is not a {FORMAT} config (format={config.get('format')!r})")
     return config
 
 
