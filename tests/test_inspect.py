@@ -110,3 +110,28 @@ def test_sae_feature_label_and_examples(tmp_path, capsys):
     assert main(["inspect", str(path), f"f{feature}"]) == 0
     out = capsys.readouterr().out
     assert f"SAE feature          {labels[feature]}" in out and "training frequency" in out
+
+
+def test_service_and_page_inspect(splade_tiny, tmp_path):
+    import httpx
+
+    from sparseir.serve.process import ServerProcess
+
+    from serve_browser import CHROMIUM, chromium
+
+    path = tmp_path / "ix"
+    with IndexWriter(path, splade_tiny) as w:
+        w.add([Document(f"s{i}", t, f"title {i}") for i, t in enumerate(SENTENCES)])
+    with ServerProcess(path, "--read-only") as server:
+        r = httpx.get(f"{server.url}/inspect", params={"term": "whale", "spans": "true"}, timeout=60)
+        assert r.status_code == 200
+        report = r.json()
+        assert report == {**inspect_dimension(path, "whale"), "top": report["top"]}
+        assert report["top"][0]["doc_id"] == "s1" and "[[whale]]" in report["top"][0]["context"]
+        r = httpx.get(f"{server.url}/inspect", params={"term": "nosuchterm"}, timeout=60)
+        assert r.status_code == 404 and "no dimension named" in r.json()["error"]
+        assert httpx.get(f"{server.url}/inspect", params={"term": "whale", "top": 0}, timeout=60).status_code == 422
+        if CHROMIUM is None:
+            pytest.skip("headless Chromium is not installed; the page view is not tested here")
+        dom = chromium("--dump-dom", f"{server.url}/?inspect=whale").stdout
+        assert 'data-ready="1"' in dom and "<mark>whale</mark>" in dom and "title 1" in dom, dom[-3000:]

@@ -20,6 +20,7 @@ from typing import Any
 
 import scipy.sparse as sp
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Query as Param
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import APIKeyHeader
@@ -265,6 +266,13 @@ def create_app(config: ServeConfig) -> FastAPI:
         if doc is None:
             raise HTTPException(404, f"document {doc_id!r} is not in the index")
         return doc
+
+    @app.get("/inspect", summary="one dimension: its top documents, document frequency, weights, SAE label")
+    async def inspect(term: str = Param(..., min_length=1, max_length=256, description="a term or SAE feature"),
+                      top: int = Param(10, ge=1, le=1000), spans: bool = Param(
+                          False, description="re-encode the top documents for the words the dimension comes from")
+                      ) -> dict:
+        return await run("encoding" if spans else "pool", engine().inspect, term, top, spans)
 
     # --- writing --------------------------------------------------------------------------------
     @app.post("/documents", dependencies=[Depends(writer_key)],

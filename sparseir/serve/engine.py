@@ -134,6 +134,17 @@ class Engine:
         with self._pool.searcher() as s:
             return s.explain(text, doc_id, provenance=True) if text is not None else s.explain(vector, doc_id)
 
+    def inspect(self, term: str, top: int = 10, spans: bool = False) -> dict[str, Any]:
+        """:func:`~sparseir.search.dimensions.inspect_dimension` on the served commit; ``spans`` adds each top
+        document's source words."""
+        from ..search.dimensions import inspect_dimension, source_spans
+
+        index = self._pool.index
+        report = inspect_dimension(index, term, top=top)
+        if spans:
+            source_spans(index, self.encoder, report)
+        return report
+
     def doc(self, doc_id: str) -> dict | None:
         """The stored document, or ``None``."""
         with self._pool.searcher() as s:

@@ -64,7 +64,7 @@ function chart(contributions, hit, snippet) {
       onmouseleave: () => { snippet.replaceChildren(...marked((hit.doc || {}).text || "", [], SNIPPET));
                             $("query-view").textContent = query(); }, title:
       `${c.term}: query ${c.query_weight.toFixed(3)} × doc ${c.doc_weight.toFixed(3)} = ${c.product.toFixed(4)}` },
-    el("span", { class: "bar-term" }, c.term),
+    el("span", { class: "bar-term", title: "inspect this dimension", onclick: () => showDimension(c.term) }, c.term),
     el("span", { class: "bar-track" }, el("span", { class: "bar", style: `display:block;width:${(100 * c.product / max).toFixed(1)}%` })),
     el("span", { class: "bar-value" }, c.product.toFixed(3))));
   return el("div", { class: "chart" },
@@ -126,6 +126,25 @@ async function showDoc(id) {
   }
 }
 
+// The dimension browser: a term's top documents (with the words it comes from), frequency and weights.
+async function showDimension(term) {
+  $("doc-title").textContent = term;
+  $("doc-fields").replaceChildren();
+  $("doc-view").hidden = false;
+  try {
+    const r = await api("GET", `/inspect?term=${encodeURIComponent(term)}&top=10&spans=${stored}`);
+    const q = r.weights.quantiles;
+    $("doc-id").textContent = `dimension ${r.dim} · in ${r.df.toLocaleString()} of ${r.n_docs.toLocaleString()} ` +
+      `documents · weight median ${(q["0.5"] || 0).toFixed(3)}, max ${(q["1.0"] || 0).toFixed(3)}`;
+    $("doc-text").textContent = r.sae ? `SAE feature ${r.sae.label || ""} · ${r.sae.note || ""}` : "";
+    $("doc-fields").replaceChildren(...r.top.flatMap((d) => [
+      el("dt", {}, `${d.weight.toFixed(3)}  ${d.title || d.doc_id}`),
+      el("dd", {}, ...(d.context ? d.context.split(/\[\[|\]\]/).map((p, i) => (i % 2 ? el("mark", {}, p) : p)) : []))]));
+  } catch (err) {
+    $("doc-id").textContent = err.message;
+  }
+}
+
 function closeDoc() { $("doc-view").hidden = true; }
 
 async function init() {
@@ -154,6 +173,7 @@ async function init() {
   if (params.get("k")) $("k").value = params.get("k");
   if (params.get("q")) { $("q").value = params.get("q"); await search(params.get("q")); }
   if (params.get("doc")) await showDoc(params.get("doc"));
+  if (params.get("inspect")) await showDimension(params.get("inspect"));
   document.body.dataset.ready = "1";
 }
 
