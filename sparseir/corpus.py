@@ -63,9 +63,45 @@ def _open_binary(path: Path) -> tuple[IO[bytes], tuple[type[Exception], ...]]:
     if path.name.endswith(".zst"):
         import zstandard
 
-        stream = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
-        return io.BufferedReader(stream), (OSError, zstandard.ZstdError)
+        return io.BufferedReader(_ZstdReader(open(path, "rb"))), (OSError, EOFError, zstandard.ZstdError)
     return open(path, "rb"), (OSError,)
+
+
+class _ZstdReader(io.RawIOBase):
+    """Decompressed bytes of a (multi-frame) .zst file; a file cut inside a frame raises ``EOFError``
+    (zstandard's own ``stream_reader`` just stops there, which would lose documents silently)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        import zstandard
+
+        self._raw, self._new = raw, zstandard.ZstdDecompressor().decompressobj
+        self._frame, self._in_frame, self._pending = self._new(), False, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            data = self._raw.read(1 << 16)
+            if not data:
+                if self._in_frame:
+                    raise EOFError("compressed file ended before the end of its last frame")
+                return 0
+            out = []
+            while data:
+                out.append(self._frame.decompress(data))
+                self._in_frame = not self._frame.eof
+                data = b""
+                if self._frame.eof:  # the next frame, if any, starts in unused_data
+                    data, self._frame = self._frame.unused_data, self._new()
+            self._pending = b"".join(out)
+        n = min(len(buffer), len(self._pending))
+        buffer[:n], self._pending = self._pending[:n], self._pending[n:]
+        return n
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
 
 
 def read_lines(path: Path) -> Iterator[tuple[int, str]]:

@@ -102,6 +102,14 @@ def test_compressed_corpora_and_document_contract(tmp_path):
     (tmp_path / "bad.jsonl.gz").write_bytes(gzip.compress(text.encode())[:-12])
     with pytest.raises(CorpusError, match=r"bad\.jsonl\.gz(:\d+)?: cannot read"):
         list(load_corpus(tmp_path / "bad.jsonl.gz"))
+    # a .zst cut inside a frame (here after whole lines, so no JSON error could give it away)
+    zst = zstandard.ZstdCompressor()
+    frames = zst.compress(text.encode()) + zst.compress(text.replace('"a"', '"c"').replace('"b"', '"d"').encode())
+    (tmp_path / "two.jsonl.zst").write_bytes(frames)
+    assert [d.id for d in load_corpus(tmp_path / "two.jsonl.zst")] == ["a", "b", "c", "d"]
+    (tmp_path / "cut.jsonl.zst").write_bytes(frames[:-4])  # the last frame's checksum is missing
+    with pytest.raises(CorpusError, match=r"cut\.jsonl\.zst(:\d+)?: cannot read \(compressed file ended"):
+        list(load_corpus(tmp_path / "cut.jsonl.zst"))
 
 
 def test_realtext_gz_corpus_loads():
