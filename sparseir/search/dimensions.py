@@ -3,8 +3,8 @@
 ``inspect_dimension(index, "fracture")`` lists the documents where a term (or an SAE feature) weighs
 most, with titles from the document store; for an SAE index it adds the feature's label, activation
 frequency and top activating texts from the SAE folder. Light on purpose (no torch, no Numba): the
-CLI answers without loading a model. :func:`source_spans` (which loads the encoder) adds the words of
-each top document that the dimension comes from.
+CLI answers without loading a model. :func:`source_spans` (given the encoder) adds the words of each
+top document that the dimension comes from.
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ class UnknownDimensionError(SparseirError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-def resolve_dimension(terms: list[str], name: str, index: Any = "") -> int:
-    """The dimension number of ``name``: an exact term, or for SAE features ``f12``, ``12`` or ``f12:...``."""
+def resolve_dimension(terms: list[str], name: str, index: Any = "", features: bool = False) -> int:
+    """The dimension number of ``name``: an exact term, or with ``features`` (an SAE index) also ``f12``,
+    ``12`` or a stale label ``f12:...``."""
     if not isinstance(name, str) or not name:
         raise UsageError("give a term or feature name")
     try:
@@ -41,7 +42,7 @@ def resolve_dimension(terms: list[str], name: str, index: Any = "") -> int:
     except ValueError:
         pass
     feature = name.split(":", 1)[0].removeprefix("f")
-    if feature.isdigit() and terms and terms[0].startswith("f0:"):
+    if features and feature.isdigit():
         n = int(feature)
         if n < len(terms):
             return n
@@ -84,7 +85,8 @@ def inspect_dimension(index: LiveIndex | str | Path, name: str, top: int = 10, b
         raise UsageError(f"bins must be an integer >= 1, got {bins!r}")
     ix = index if not isinstance(index, (str, Path)) else open_index(index)
     terms = ix.terms
-    dim = resolve_dimension(terms, name, ix.path)
+    encoder = ix.settings.get("encoder") or {}
+    dim = resolve_dimension(terms, name, ix.path, features=(encoder.get("config") or {}).get("type") == "sae")
     positions, weights = postings(ix, dim)
     order = np.lexsort((positions, -weights))[:top]
     rows = []
@@ -102,7 +104,7 @@ def inspect_dimension(index: LiveIndex | str | Path, name: str, top: int = 10, b
                     "histogram": {"edges": edges.tolist(), "counts": counts.tolist()}},
         "top": rows,
     }
-    sae = sae_feature(ix.settings.get("encoder") or {}, dim)
+    sae = sae_feature(encoder, dim)
     if sae is not None:
         report["sae"] = sae
     return report

@@ -244,7 +244,8 @@ class Searcher:
         The products sum to the document's score. Raises :class:`DocumentNotFoundError` for an
         id that is not a live document. ``provenance=True`` re-encodes the stored text (and a text
         query) and fills each contribution's ``doc_sources`` (and ``query_sources``) with the words
-        its weight comes from; see :meth:`~sparseir.encoders.SparseEncoder.provenance`.
+        its weight comes from; see :meth:`~sparseir.encoders.SparseEncoder.provenance`. A dimension the
+        re-encoded text does not produce (a document added with vectors made elsewhere) gets no sources.
         """
         ix = self.index
         pos = ix.position(doc_id)
