@@ -163,7 +163,7 @@ def exact_kernel_ablation(index: SparseIndex, queries: sp.csr_matrix, repeats: i
         topk_dense(acc, K, ids, scores)
         acc[:] = 0.0
 
-    postings = Postings(offsets, docs, impacts, np.zeros(index.n_docs, np.uint8))
+    postings = Postings(offsets, docs, impacts, np.zeros(index.n_docs, np.uint8), np.zeros(len(offsets) - 1, np.uint8))
 
     def blocked(d, w):
         search_one(postings, Query(d, w), acc, K, ids, scores)

@@ -108,20 +108,36 @@ def _corpus(args: argparse.Namespace):
 
 
 def cmd_index(args: argparse.Namespace) -> None:
+    from .distributed.api import check_arguments
     from .encoders import load_encoder
     from .indexing import build_index
 
     _check_positive(args, "chunk_size")
+    check_arguments(args)
     corpus = _corpus(args)
     encoder = load_encoder(args.encoder, **_encoder_kwargs(args))
     model = Path(str(encoder.config().get("model", ""))).name
     out = args.out or Path("index") / f"{Path(args.corpus.removeprefix('irds:')).name}-{encoder.name}-{model}"
+    if args.shards:
+        _index_sharded(args, corpus, encoder, out)
+        return
     index = build_index(corpus, encoder, out, quantize=args.quantize, chunk_size=args.chunk_size,
                         overwrite=args.overwrite, store=not args.no_store, allow_empty=args.allow_empty)
     s = index.stats()
     print(f"indexed {s['n_docs']} documents ({s['n_empty_docs']} empty) into {index.path}: "
           f"{s['n_postings']} postings, {s['bytes'] / 2**20:.1f} MiB, "
           f"{index.build_info['docs_per_second']} docs/s on {s['encoder']['device']}, commit {index.generation}")
+
+
+def _index_sharded(args: argparse.Namespace, corpus, encoder, out) -> None:
+    from .distributed import build_sharded_index
+
+    build_sharded_index(corpus, encoder, out, args.shards, ray=bool(args.ray or args.ray_address),
+                        ray_address=args.ray_address, workers=args.workers, quantize=args.quantize, scale=args.scale,
+                        store=not args.no_store, chunk_size=args.chunk_size, overwrite=args.overwrite)
+    info = json.loads((Path(out) / "build.json").read_text(encoding="utf-8"))
+    print(f"indexed {info['n_docs']} documents into {out}: {args.shards} shards, scale {info['scale']:.6g}, "
+          f"{info['docs_per_second']} docs/s encoding ({'on Ray' if info['ray'] else 'in process'})")
 
 
 def _check_positive(args: argparse.Namespace, name: str) -> None:
@@ -133,29 +149,30 @@ def _check_positive(args: argparse.Namespace, name: str) -> None:
 
 
 def _require_index(path: str) -> None:
+    from .distributed import is_sharded
     from .errors import UsageError
     from .index import is_index
 
-    if not is_index(path):
+    if not is_index(path) and not is_sharded(path):
         raise UsageError(f"{path}: not a sparseir index (create one with `sparseir index`)")
 
 
 def cmd_add(args: argparse.Namespace) -> None:
-    from .index import IndexWriter
+    from .distributed import open_writer
     from .indexing import add_documents
 
     _check_positive(args, "chunk_size")
     _require_index(args.index)
     corpus = _corpus(args)
-    with IndexWriter(args.index) as writer:
+    with open_writer(args.index) as writer:
         n = add_documents(writer, corpus, chunk_size=args.chunk_size, upsert=args.upsert)
         gen = writer.commit()
     print(f"added {n} documents to {args.index}, commit {gen}")
 
 
 def cmd_delete(args: argparse.Namespace) -> None:
+    from .distributed import open_writer
     from .errors import UsageError
-    from .index import IndexWriter
 
     ids = list(args.ids)
     if args.ids_file:
@@ -167,7 +184,7 @@ def cmd_delete(args: argparse.Namespace) -> None:
     if not ids:
         raise UsageError("no ids to delete: give IDS or --ids-file FILE")
     _require_index(args.index)
-    with IndexWriter(args.index) as writer:
+    with open_writer(args.index) as writer:
         missing = writer.delete(ids)
         gen = writer.commit()
     print(f"deleted {len(set(ids)) - len(missing)} documents from {args.index}, commit {gen}")
@@ -177,11 +194,11 @@ def cmd_delete(args: argparse.Namespace) -> None:
 
 
 def cmd_optimize(args: argparse.Namespace) -> None:
-    from .index import IndexWriter
+    from .distributed import open_writer
 
     _check_positive(args, "max_segments")
     _require_index(args.index)
-    with IndexWriter(args.index) as writer:
+    with open_writer(args.index) as writer:
         writer.optimize(args.max_segments)
         gen = writer.commit()
     print(f"optimized {args.index} to at most {args.max_segments} segment(s), commit {gen}")
@@ -191,21 +208,27 @@ def cmd_check(args: argparse.Namespace) -> None:
     from .index import open_index
     from .index.check import check_postings
 
-    index = open_index(args.index, verify=True)
-    index.verify()
-    for seg in index.segments:
-        check_postings(seg)
-    print(f"{index.path}: OK, commit {index.generation}, {len(index.segments)} segments, {index.n_docs} live "
-          f"documents, every checksum and posting list valid")
+    for path in _index_paths(args.index):
+        index = open_index(path, verify=True)
+        index.verify()
+        for seg in index.segments:
+            check_postings(seg)
+        print(f"{index.path}: OK, commit {index.generation}, {len(index.segments)} segments, {index.n_docs} live "
+              f"documents, every checksum and posting list valid")
+
+
+def _index_paths(path: str) -> list[Path]:
+    """``[path]``, or the shards' folders of a sharded index."""
+    from .distributed import is_sharded, shard_paths
+
+    return shard_paths(path) if is_sharded(path) else [Path(path)]
 
 
 def _searcher(args: argparse.Namespace):
-    from .search import Searcher
-    from .search.approx import ApproxSearcher
+    from .distributed import open_searcher
     from .search.params import params_from_args
 
-    params = params_from_args(args)
-    return ApproxSearcher(args.index, params=params) if params else Searcher(args.index)
+    return open_searcher(args.index, ray=args.ray, ray_address=args.ray_address, params=params_from_args(args))
 
 
 def _snippet(text: str, width: int) -> str:
@@ -342,7 +365,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     parse_metrics(metrics)  # fail before loading anything
     qrels = load_qrels(args.dataset, args.split)
     searcher = _searcher(args)
-    position = getattr(searcher.index, "position", None)
+    position = getattr(getattr(searcher, "index", None), "position", None)  # a sharded index: no check
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         all_queries = load_queries(args.dataset)
@@ -403,15 +426,28 @@ def cmd_encode(args: argparse.Namespace) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
+    from .distributed import is_sharded
     from .index import open_index
 
-    index = open_index(args.index, verify=args.verify)
-    if args.verify:
-        index.verify()
-    stats = index.stats()
+    paths = _index_paths(args.index)
+    all_stats = []
+    for path in paths:
+        index = open_index(path, verify=args.verify)
+        if args.verify:
+            index.verify()
+        all_stats.append(index.stats())
     if args.json:
-        print(json.dumps(stats, indent=2))
+        print(json.dumps(all_stats[0] if not is_sharded(args.index) else
+                         {"path": args.index, "n_shards": len(paths), "n_docs": sum(s["n_docs"] for s in all_stats),
+                          "shards": all_stats}, indent=2))
         return
+    if is_sharded(args.index):
+        print(f"sharded index {args.index}: {len(paths)} shards, {sum(s['n_docs'] for s in all_stats)} live documents")
+    for stats in all_stats:
+        _print_info(stats)
+
+
+def _print_info(stats: dict[str, Any]) -> None:
     for key in ("path", "generation", "n_docs", "n_deleted", "n_empty_docs", "n_dims", "n_postings",
                 "postings_per_doc", "quantization", "scale", "bytes", "bytes_per_posting", "store_bytes_per_doc"):
         value = stats[key]
@@ -470,6 +506,7 @@ def cmd_inspect(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .distributed.api import add_arguments as add_ray_arguments
     from .search.params import add_arguments as add_approx_arguments
 
     parser = argparse.ArgumentParser(prog="sparseir", description="Learned-sparse retrieval: encode, index, search, "
@@ -488,6 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace an existing sparseir index at --out (anything else there is refused)")
     p.add_argument("--no-store", action="store_true", help="do not keep the documents' id, title and text")
     p.add_argument("--allow-empty", action="store_true", help="build an index even from an empty corpus")
+    add_ray_arguments(p, build=True)
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("add", help="encode documents and add them to an index",
@@ -541,6 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--remove-query", action="store_true",
                    help="drop a hit whose id equals its query's id (off by default, as in Pyserini)")
     add_approx_arguments(p)
+    add_ray_arguments(p)
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("eval", help="evaluate an index on a dataset's qrels",
@@ -561,6 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-out", metavar="FILE", help="also write the evaluated run in TREC format to this file")
     p.add_argument("--json", action="store_true")
     add_approx_arguments(p)
+    add_ray_arguments(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("encode", help="write sparse vectors as JSONL (Pyserini JsonVectorCollection)",

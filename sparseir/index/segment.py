@@ -39,6 +39,9 @@ class SparseIndex:
         self.offsets: np.ndarray = arrays["offsets"]
         self.docs: np.ndarray = arrays["docs"]
         self.impacts: np.ndarray = arrays["impacts"]
+        #: 1 for each dim whose posting list a search kernel has found ascending and inside the segment
+        #: (in memory, per process: each list is checked once, on first use)
+        self.checked_dims = np.zeros(len(self.offsets) - 1, dtype=np.uint8)
         self.doc_nnz: np.ndarray = arrays["doc_nnz"]
         self.doc_ids = StringTable(arrays["doc_ids_offsets"], arrays["doc_ids_bytes"])
         self.terms = StringTable(arrays["terms_offsets"], arrays["terms_bytes"])

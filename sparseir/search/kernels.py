@@ -12,9 +12,10 @@ measurements behind the choice.
 
 Kernels take a few NamedTuples of arrays: :class:`Postings` (one segment, with its deletion
 mask: deleted documents are never offered to the heap), :class:`Query` / :class:`Queries` and
-:class:`TopK` (the output). A posting whose document id falls outside the segment (a corrupt or
-hostile index) makes a kernel return ``CORRUPT`` instead of writing out of bounds; the check
-is one predictable comparison per posting (measured in ``bench/results/live.md``).
+:class:`TopK` (the output). A corrupt or hostile index must not make a kernel write out of bounds:
+the first time a kernel reads a dim's posting list it checks that the list is strictly ascending
+and inside the segment (and records that in ``Postings.checked``), so the scatter loops need no
+per-posting check; a bad list makes the kernel return ``CORRUPT`` (cost: ``bench/results/live.md``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class Postings(NamedTuple):
     docs: np.ndarray     #: uint32 [n_postings], ascending within a dim
     impacts: np.ndarray  #: uint8 or float32 [n_postings]
     dead: np.ndarray     #: uint8 [n_docs]: 1 = deleted; its length is the segment's n_docs
+    checked: np.ndarray  #: uint8 [n_dims]: 1 = the dim's list was found ascending and < n_docs
 
 
 class Query(NamedTuple):
@@ -230,12 +232,37 @@ def search_segments_batch(segs, bases: np.ndarray, qs: Queries, k: int, n_blocks
 
 
 @njit(cache=True, nogil=True)
+def _list_ok(p: Postings, t: int) -> bool:
+    """Whether dim ``t``'s posting list is strictly ascending and inside the segment (checked once)."""
+    if p.checked[t]:
+        return True
+    n_docs = p.dead.shape[0]
+    prev = np.int64(-1)
+    for i in range(p.offsets[t], p.offsets[t + 1]):
+        d = np.int64(p.docs[i])
+        if d <= prev or d >= n_docs:
+            return False
+        prev = d
+    p.checked[t] = 1  # a race with another thread writes the same 1
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _lists_ok(p: Postings, q: Query) -> bool:
+    for j in range(q.dims.shape[0]):
+        if not _list_ok(p, q.dims[j]):
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True)
 def _search_into(p: Postings, q: Query, acc: np.ndarray, k: int, base: int, heap_ids: np.ndarray,
                  heap_scores: np.ndarray, n: int) -> int:
     """Offer one segment's scores (positions ``base + d``) to a heap of ``n`` entries; returns its
-    new size, or ``CORRUPT`` on a posting outside the segment (``acc`` is zero again either way)."""
+    new size, or ``CORRUPT`` on a bad posting list."""
+    if not _lists_ok(p, q):
+        return CORRUPT
     offsets, docs, impacts = p.offsets, p.docs, p.impacts
-    n_docs = p.dead.shape[0]
     nq = q.dims.shape[0]
     cursor = np.empty(nq, dtype=np.int64)
     end = np.empty(nq, dtype=np.int64)
@@ -247,8 +274,6 @@ def _search_into(p: Postings, q: Query, acc: np.ndarray, k: int, base: int, heap
         weight[j] = np.float32(q.weights[j])
         if end[j] > cursor[j]:
             n_scored = max(n_scored, np.int64(docs[end[j] - 1]) + 1)
-    if n_scored > n_docs:
-        return CORRUPT
     for lo in range(0, n_scored, CHUNK):
         hi = min(lo + CHUNK, n_scored)
         for j in range(nq):
@@ -257,20 +282,11 @@ def _search_into(p: Postings, q: Query, acc: np.ndarray, k: int, base: int, heap
                 continue
             stop = e if docs[e - 1] < hi else p0 + np.searchsorted(docs[p0:e], np.uint32(hi))
             w = weight[j]
-            for i in range(p0, stop):
-                d = np.int64(docs[i]) - lo
-                if d < 0 or d >= hi - lo:  # an unsorted (hostile) list
-                    _clear(acc, 0, hi - lo)
-                    return CORRUPT
-                acc[d] += w * np.float32(impacts[i])
+            for i in range(p0, stop):  # lo <= docs[i] < hi: the list is ascending (checked above)
+                acc[np.int64(docs[i]) - lo] += w * np.float32(impacts[i])
             cursor[j] = stop
         n = _scan_chunk(acc, hi - lo, lo, base, k, heap_ids, heap_scores, n, True, p.dead)
     return n
-
-
-@njit(cache=True, nogil=True)
-def _clear(acc: np.ndarray, lo: int, hi: int) -> None:
-    acc[lo:hi] = 0.0
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -284,6 +300,8 @@ def search_one_split(p: Postings, q: Query, acc: np.ndarray, k: int, out_ids: np
     """
     if k < 1:
         raise ValueError("k must be >= 1")
+    if not _lists_ok(p, q):
+        return CORRUPT
     offsets, docs, impacts = p.offsets, p.docs, p.impacts
     n_docs = p.dead.shape[0]
     n_parts, part_len = acc.shape
@@ -304,20 +322,10 @@ def search_one_split(p: Postings, q: Query, acc: np.ndarray, k: int, out_ids: np
             stop = p0 + np.searchsorted(docs[p0:e], np.uint32(hi)) if hi <= docs[e - 1] else e
             w = np.float32(q.weights[j])
             for i in range(start, stop):
-                d = np.int64(docs[i]) - lo
-                if d < 0 or d >= hi - lo:
-                    counts[part] = CORRUPT
-                    break
-                row[d] += w * np.float32(impacts[i])
-        if counts[part] == CORRUPT:
-            row[:] = 0.0
-        else:
-            counts[part] = _scan_chunk(row, max(hi - lo, 0), lo, 0, k, part_ids[part], part_scores[part], 0, True,
-                                       p.dead)
+                row[np.int64(docs[i]) - lo] += w * np.float32(impacts[i])
+        counts[part] = _scan_chunk(row, max(hi - lo, 0), lo, 0, k, part_ids[part], part_scores[part], 0, True, p.dead)
     n = 0
     for part in range(n_parts):  # merge: offer every part's survivors to one heap, in id order
-        if counts[part] == CORRUPT:
-            return CORRUPT
         for i in range(counts[part]):
             n = heap_push(out_scores, out_ids, n, k, part_scores[part, i], part_ids[part, i])
     heap_sort(out_scores, out_ids, n)

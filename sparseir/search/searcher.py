@@ -89,8 +89,8 @@ class Searcher:
 
     def _use(self, index: LiveIndex) -> None:
         self.index = index
-        self._postings = [Postings(s.offsets, s.docs, s.impacts, d if d is not None else np.zeros(s.n_docs, np.uint8))
-                          for s, d in zip(index.segments, index.dead)]
+        self._postings = [Postings(s.offsets, s.docs, s.impacts, d if d is not None else np.zeros(s.n_docs, np.uint8),
+                                   s.checked_dims) for s, d in zip(index.segments, index.dead)]
         self._segs = TypedList(self._postings) if self._postings else None
         self._acc = np.zeros(max((min(s.n_docs, 1 << 20) for s in index.segments), default=0), dtype=np.float32)
         self._split_acc = np.zeros((0, 0), dtype=np.float32)

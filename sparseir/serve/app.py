@@ -32,7 +32,7 @@ from ..corpus import Document
 from ..errors import SparseirError
 from .batcher import MicroBatcher
 from .config import ServeConfig
-from .engine import Engine, ReadOnlyError
+from .engine import Engine, ReadOnlyError, open_engine
 from .metrics import Metrics
 from .models import AddRequest, DeleteRequest, EncodeRequest, ExplainRequest, SearchRequest
 
@@ -117,8 +117,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         encoding = ThreadPoolExecutor(1, thread_name_prefix="encode")  # one forward pass at a time
         writing = ThreadPoolExecutor(1, thread_name_prefix="write")    # one writer
         loop = asyncio.get_running_loop()
-        engine = await loop.run_in_executor(
-            pool, partial(Engine, config.index, read_only=config.read_only, pool_size=config.search_threads))
+        engine = await loop.run_in_executor(pool, partial(open_engine, config))
         batcher = MicroBatcher(engine.encode_queries, encoding, max_batch=config.max_encode_batch,
                                max_wait=config.batch_wait_ms / 1000)
         batcher.start()

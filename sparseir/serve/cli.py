@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 
+from ..distributed.api import add_arguments as add_ray_arguments
 from .config import API_KEY_ENV, CONFIG_ENV, ServeConfig
 
 
@@ -38,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"how often to look for a newer commit (default {d.refresh_seconds}; 0: never)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
                    help="uvicorn log level (default info)")
+    add_ray_arguments(p)
     p.set_defaults(func=cmd_serve)
 
 
@@ -45,14 +47,21 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
     return ServeConfig(index=args.index, host=args.host, port=args.port, workers=args.workers,
                        read_only=args.read_only, api_key=args.api_key, batch_wait_ms=args.batch_wait_ms,
                        max_encode_batch=args.max_encode_batch, search_threads=args.search_threads,
-                       max_body_bytes=int(args.max_body_mb * 2**20), refresh_seconds=args.refresh_seconds)
+                       max_body_bytes=int(args.max_body_mb * 2**20), refresh_seconds=args.refresh_seconds,
+                       ray=args.ray, ray_address=args.ray_address)
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
     config = config_from_args(args)
-    from ..search import Searcher
+    from ..distributed import open_searcher
 
-    Searcher(config.index)  # a bad index fails here, with exit 2, not in a worker
+    open_searcher(config.index)  # a bad index fails here, with exit 2, not in a worker
+    if config.ray or config.ray_address:
+        from ..distributed.api import require_sharded
+        from ..distributed.cluster import connect
+
+        require_sharded(config.index)
+        connect(config.ray_address)  # in the main thread; the app (one worker, this process) joins it
     import uvicorn
 
     os.environ[CONFIG_ENV] = config.to_env()

@@ -29,6 +29,8 @@ class ServeConfig:
     search_threads: int = 4          #: threads that run searches, explanations and writes
     max_body_bytes: int = 16 << 20   #: larger request bodies get 413
     refresh_seconds: float = 0.5     #: how often to look for a newer commit (0: never)
+    ray: bool = False                #: a sharded index searched by one Ray actor per shard
+    ray_address: str | None = None   #: the Ray cluster to join (default: start Ray locally)
 
     def __post_init__(self) -> None:
         checks = {"port": (0, 65535), "workers": (1, 64), "batch_wait_ms": (0, 1000), "max_encode_batch": (1, 4096),
@@ -42,6 +44,8 @@ class ServeConfig:
         if self.workers > 1 and not self.read_only:
             raise UsageError("--workers > 1 needs --read-only: an index has a single writer, so run the writes "
                              "through one server (or `sparseir add`) and let read-only workers follow its commits")
+        if (self.ray or self.ray_address) and self.workers > 1:
+            raise UsageError("--ray needs --workers 1: the shard actors serve every request")
         if self.api_key == "":
             raise UsageError("--api-key must not be empty")
 

@@ -213,3 +213,19 @@ class Engine:
                 self.writer.commit()
                 self.writer.close()
                 self.writer = None
+
+
+def open_engine(config: Any) -> Engine:
+    """The engine for ``config.index`` (a :class:`~sparseir.serve.config.ServeConfig`): :class:`Engine` for
+    one index, ``ShardedEngine`` for a sharded index (on Ray actors with ``config.ray``)."""
+    from ..distributed.api import is_sharded, require_sharded
+
+    if config.ray or config.ray_address:
+        require_sharded(config.index)
+    if is_sharded(config.index):
+        from .sharded import ShardedEngine
+
+        return ShardedEngine(config.index, read_only=config.read_only, ray=config.ray or bool(config.ray_address),
+                             ray_address=config.ray_address)
+    return Engine(config.index, read_only=config.read_only, pool_size=config.search_threads)
+
