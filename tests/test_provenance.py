@@ -224,3 +224,21 @@ def test_search_page_marks_source_words(server):
     assert re.search(r'id="query-view"[^>]*>\s*<mark>whale</mark> fox', dom), dom[-3000:]
     item = re.search(r'<li class="hit" data-doc-id="d2">(.*?)</li>', dom, flags=re.S).group(1)
     assert "<mark>whale</mark>" in item
+
+
+def test_sharded_engine_explains_with_source_words(searcher, splade_tiny, tmp_path):
+    from sparseir.distributed import ShardedWriter
+    from sparseir.serve.sharded import ShardedEngine
+
+    with ShardedWriter(tmp_path / "sh", splade_tiny, shards=2) as w:
+        w.add(DOCS)
+    engine = ShardedEngine(tmp_path / "sh", read_only=True)
+    try:
+        [vector] = engine.encode_queries(["whale fox"])
+        remote = engine.explain(vector, "d2", "whale fox")
+        local = searcher.explain("whale fox", "d2", provenance=True)
+        assert [(c.term, c.query_sources, c.doc_sources) for c in remote] == \
+            [(c.term, c.query_sources, c.doc_sources) for c in local]
+        assert engine.explain(vector, "d2")[0].doc_sources is None
+    finally:
+        engine.close()

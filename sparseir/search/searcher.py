@@ -256,10 +256,6 @@ class Searcher:
         q = self.query_vectors(query)
         if q.shape[0] != 1:
             raise UsageError(f"explain takes one query, got {q.shape[0]}")
-        doc_sources = query_sources = None
-        if provenance:
-            doc_sources = self.encoder.provenance(self._stored_text(doc_id))
-            query_sources = self.encoder.provenance(query, is_query=True) if isinstance(query, str) else None
         terms = ix.terms
         out = []
         for t, w in zip(q.indices, q.data):
@@ -267,11 +263,9 @@ class Searcher:
             p = lo + np.searchsorted(seg.docs[lo:hi], doc)
             if p < hi and seg.docs[p] == doc:
                 dw = float(seg.impacts[p]) * ix.scale
-                out.append(Contribution(
-                    terms[int(t)], float(w), dw, float(w) * dw,
-                    query_sources.get(int(t), []) if query_sources is not None else None,
-                    doc_sources.get(int(t), []) if doc_sources is not None else None))
-        return sorted(out, key=lambda c: -c.product)
+                out.append(Contribution(terms[int(t)], float(w), dw, float(w) * dw))
+        out.sort(key=lambda c: -c.product)
+        return add_sources(out, self.encoder, query, self._stored_text(doc_id)) if provenance else out
 
     def _stored_text(self, doc_id: str) -> str:
         """The stored text of ``doc_id`` (a live document), for provenance."""
@@ -282,6 +276,17 @@ class Searcher:
         if stored is None or not isinstance(stored.get("text"), str):
             raise ProvenanceError(f"document {doc_id!r} has no stored text in {self.index.path}")
         return stored["text"]
+
+
+def add_sources(contributions: list[Contribution], encoder: SparseEncoder, query: Query,
+                doc_text: str) -> list[Contribution]:
+    """``contributions`` with their source words: ``doc_text`` (and ``query`` when it is a text) re-encoded by
+    ``encoder`` (:meth:`~sparseir.encoders.SparseEncoder.provenance`), matched by term."""
+    dims = {t: i for i, t in enumerate(encoder.terms)}
+    doc_sources = encoder.provenance(doc_text)
+    query_sources = encoder.provenance(query, is_query=True) if isinstance(query, str) else None
+    return [c._replace(query_sources=query_sources.get(dims[c.term], []) if query_sources is not None else None,
+                       doc_sources=doc_sources.get(dims[c.term], [])) for c in contributions]
 
 
 def merge_topk(parts: list[TopK], bases: np.ndarray, n: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
