@@ -64,7 +64,7 @@ function chart(contributions, hit, snippet) {
       onmouseleave: () => { snippet.replaceChildren(...marked((hit.doc || {}).text || "", [], SNIPPET));
                             $("query-view").textContent = query(); }, title:
       `${c.term}: query ${c.query_weight.toFixed(3)} × doc ${c.doc_weight.toFixed(3)} = ${c.product.toFixed(4)}` },
-    el("span", { class: "bar-term", title: "inspect this dimension", onclick: () => showDimension(c.term) }, c.term),
+    el("span", { class: "bar-term", onclick: () => showDimension(c.term) }, c.term),
     el("span", { class: "bar-track" }, el("span", { class: "bar", style: `display:block;width:${(100 * c.product / max).toFixed(1)}%` })),
     el("span", { class: "bar-value" }, c.product.toFixed(3))));
   return el("div", { class: "chart" },
