@@ -18,6 +18,7 @@ On SciFact (splade-tiny vectors, cached by ``bench/synth.py``) and on the cached
 from __future__ import annotations
 
 import argparse
+import os
 import gzip
 import importlib.util
 import json
@@ -217,8 +218,9 @@ def run_dataset(name: str, ids: list[str], x: sp.csr_matrix, terms: list[str], q
 
 
 def report(results: dict) -> str:
-    lines = ["# Live index benchmark", "", f"Machine: {results['machine']}. Command: `flock /work/bench.lock python "
-             "-m bench.live`. Single-query latency: 1 thread, per query the best of 3 passes after a warm-up, "
+    lines = ["# Live index benchmark", "", f"Machine: {results['machine']}. Command: `python -m bench.live`; "
+             f"load average when it started: {results.get('load_average', 'n/a')} (other jobs at nice 10 shared the "
+             "2 cores; the ratios compare runs taken side by side). Single-query latency: 1 thread, per query the best of 3 passes after a warm-up, "
              "k = 10; QPS: the whole query set as one batch on 2 threads. Every multi-segment and merged index "
              "was checked to return exactly the fresh index's results.", ""]
     for name, r in results["datasets"].items():
@@ -269,6 +271,7 @@ def main() -> None:
     results = json.loads(json_path.read_text()) if json_path.exists() else {"datasets": {}}
     results["machine"] = (f"{platform.processor() or platform.machine()}, {numba.config.NUMBA_NUM_THREADS} cores, "
                           f"Python {platform.python_version()}, numba {numba.__version__}")
+    results["load_average"] = round(os.getloadavg()[0], 2)
     work = Path(tempfile.mkdtemp(prefix="sparseir-live-"))
     try:
         if "scifact" in args.datasets:

@@ -1,7 +1,7 @@
 """Start-up cost of the ``sparseir`` command line: wall time and peak memory of short commands.
 
-    flock /work/bench.lock python bench/startup.py --tree /work/main --label before
-    flock /work/bench.lock python bench/startup.py --tree . --label after
+    python bench/startup.py --tree ../before --label before    # a checkout of the commit before
+    python bench/startup.py --tree . --label after
 
 Each command runs ``--repeat`` times in a fresh interpreter (median wall time, largest peak RSS);
 ``search`` and ``info`` use a 50-document SciFact index built first with the same tree. Results
@@ -46,6 +46,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     tree = args.tree.resolve()
+    load_average = round(os.getloadavg()[0], 2)
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "c.jsonl"
         with open(SHARED / "data/beir/scifact/corpus.jsonl", encoding="utf-8") as f:
@@ -71,7 +72,7 @@ def main() -> None:
             print(f"{args.label:<8} {name:<40} {rows[name]['seconds']:7.3f} s  {rows[name]['peak_rss_mib']:7.1f} MiB")
     path = RESULTS / "startup.json"
     data = json.loads(path.read_text()) if path.exists() else {}
-    data[args.label] = {"tree": str(tree), "commands": rows, "repeat": args.repeat,
+    data[args.label] = {"tree": str(tree), "commands": rows, "repeat": args.repeat, "load_average": load_average,
                         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"}
     path.write_text(json.dumps(data, indent=2) + "\n")
     write_md(data)
@@ -82,10 +83,11 @@ def write_md(data: dict) -> None:
     names = list(next(iter(data.values()))["commands"])
     lines = ["# Start-up of the command line", "",
              "Median wall time of `python -m sparseir.cli ...` over fresh interpreters and the largest peak RSS, "
-             "measured by `bench/startup.py` under `flock /work/bench.lock` on a shared 2-core machine "
-             f"({next(iter(data.values()))['machine']}). `search` and `info` use a 50-document SciFact "
-             "index (splade-tiny). The machine was heavily shared (load average up to 25 on 2 cores), so wall times "
-             "are inflated and noisy; peak RSS shows what was imported (about 430 MiB means torch was loaded).", "",
+             f"measured by `bench/startup.py` on a shared 2-core machine ({next(iter(data.values()))['machine']}; "
+             "load average when each ran: " + ", ".join(f"{lb} {data[lb].get('load_average', 'n/a')}" for lb in labels)
+             + "; `before` is the last commit before the start-up work, `after` this tree, run one after the other). "
+             "`search` and `info` use a 50-document SciFact index (splade-tiny). Peak RSS shows what was imported "
+             "(over 400 MiB means torch was loaded).", "",
              "| command | " + " | ".join(f"{lb} s | {lb} MiB" for lb in labels) + " |",
              "|---|" + "---:|---:|" * len(labels)]
     for n in names:

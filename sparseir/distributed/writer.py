@@ -114,7 +114,7 @@ class ShardedWriter:
         for s in np.unique(shards):  # every shard validates its part before any is written
             if not upsert:
                 rows = np.flatnonzero(shards == s)
-                present = set(self.writers[s]._id_map()).intersection(ids[r] for r in rows)  # no partial add
+                present = self.writers[s].contains(ids[r] for r in rows)  # no partial add
                 if present:
                     raise UsageError(f"document id {sorted(present)[0]!r} is already in the index ({len(present)} "
                                      "of the added ids are); use upsert=True (--upsert) to replace documents")

@@ -166,6 +166,11 @@ class IndexWriter:
             self._ids = ids
         return self._ids
 
+    def contains(self, ids: Iterable[str]) -> set[str]:
+        """Those of ``ids`` that name a live (committed or buffered) document."""
+        id_map = self._id_map()
+        return {i for i in ids if i in id_map}
+
     def _next_name(self) -> str:
         used = [int(m.group(1)) for n in os.listdir(self.path / SEGMENTS) if (m := _SEGMENT.match(n))]
         return f"s{max(used, default=0) + 1:08d}"
