@@ -245,9 +245,27 @@ def _hit_rows(searcher, hits, query: str, args: argparse.Namespace) -> list[dict
         row = {"rank": rank, "doc_id": h.doc_id, "score": h.score, "title": stored.get("title", ""),
                "snippet": _snippet(stored.get("text", ""), args.snippet_chars)}
         if args.explain:
-            row["explain"] = [c._asdict() for c in searcher.explain(query, h.doc_id)]
+            row["explain"] = [c.to_dict() for c in _explain(searcher, query, h.doc_id, args)]
         rows.append(row)
     return rows
+
+
+def _explain(searcher, query: str, doc_id: str, args: argparse.Namespace) -> list:
+    """``searcher.explain`` with token provenance where the index and encoder allow it (else a note on stderr,
+    once, and ``args.plain_explain`` set)."""
+    from .encoders.sources import ProvenanceError
+
+    if not getattr(args, "plain_explain", False):
+        try:
+            return searcher.explain(query, doc_id, provenance=True)
+        except ProvenanceError as e:
+            print(f"sparseir: note: no source words shown: {e}", file=sys.stderr)
+            args.plain_explain = True
+    return searcher.explain(query, doc_id)
+
+
+def _source_words(sources: list[dict] | None) -> str:
+    return ",".join(dict.fromkeys(s["token"] for s in sources or [])) or "-"
 
 
 def _run_lines(results: dict[str, list], fmt: str, tag: str) -> Iterator[str]:
@@ -309,15 +327,31 @@ def cmd_search(args: argparse.Namespace) -> None:
         json.dump(results, sys.stdout, indent=2, ensure_ascii=False)
         print()
         return
+    _print_results(searcher, results, args)
+
+
+def _print_results(searcher, results: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    """The hits table; with ``--explain``, each hit's dimensions and their source words, marked in the snippet."""
+    from .encoders.sources import highlight
+
+    marks = ("\033[1;4m", "\033[0m") if sys.stdout.isatty() else ("[", "]")
     for res in results:
         print(f"query: {res['query']}")
         print(f"{'rank':>4}  {'doc_id':<20} {'score':>9}  title / text")
         for hit in res["hits"]:
             print(f"{hit['rank']:>4}  {hit['doc_id']:<20} {hit['score']:>9.4f}  {_snippet(hit['title'], 60)}")
+            shown = hit.get("explain", [])[: args.explain_terms]
+            if any("doc_sources" in c for c in shown):
+                stored = searcher.doc(hit["doc_id"]) or {}
+                spans = [(s["start"], s["end"]) for c in shown for s in c["doc_sources"][:1] if s["start"] is not None]
+                hit["snippet"] = highlight(stored.get("text", ""), spans, args.snippet_chars, marks)
             if hit["snippet"]:
                 print(f"{'':>37}{hit['snippet']}")
-            for c in hit.get("explain", [])[: args.explain_terms]:
-                print(f"{'':>6}{c['term']:<20} {c['query_weight']:.3f} x {c['doc_weight']:.3f} = {c['product']:.4f}")
+            for c in shown:
+                line = f"{'':>6}{c['term']:<20} {c['query_weight']:.3f} x {c['doc_weight']:.3f} = {c['product']:.4f}"
+                if "doc_sources" in c:
+                    line += f"   query: {_source_words(c.get('query_sources'))}  doc: {_source_words(c['doc_sources'])}"
+                print(line)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -420,6 +454,10 @@ def _print_info(stats: dict[str, Any]) -> None:
         print(f"{key:<20} {value:.4g}" if isinstance(value, float) else f"{key:<20} {value}")
     enc = stats["encoder"] or {}
     print(f"{'encoder':<20} {enc.get('name')} {enc.get('config', {}).get('model')} ({enc.get('fingerprint')})")
+    if enc.get("health"):
+        from .sae.cli import print_health
+
+        print_health(enc["health"])
     print(f"segments ({len(stats['segments'])}):")
     for seg in stats["segments"]:
         print(f"  {seg['name']}  {seg['n_docs']:>10} docs  {seg['n_deleted']:>8} deleted")
@@ -428,6 +466,43 @@ def _print_info(stats: dict[str, Any]) -> None:
     print("weight histogram:")
     for lo, hi, c in zip(hist["edges"], hist["edges"][1:], hist["counts"]):
         print(f"  [{lo:7.3f}, {hi:7.3f})  {c:>10}  {'#' * round(40 * c / top)}")
+
+
+def cmd_inspect(args: argparse.Namespace) -> None:
+    from .index import open_index
+    from .search.dimensions import inspect_dimension, source_spans
+
+    index = open_index(args.index)
+    report = inspect_dimension(index, args.term, top=args.top)
+    if args.spans:
+        from .search import Searcher
+
+        source_spans(index, Searcher(index).encoder, report)
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+        return
+    w = report["weights"]
+    print(f"{report['term']} (dimension {report['dim']}) in {report['index']}")
+    print(f"document frequency   {report['df']} of {report['n_docs']} ({report['df'] / max(report['n_docs'], 1):.3%})")
+    if w["quantiles"]:
+        print("weight               " + "  ".join(f"q{float(q):g}={v:.3f}" for q, v in w["quantiles"].items())
+              + f"  mean={w['mean']:.3f}")
+        hist = w["histogram"]
+        peak = max(hist["counts"]) or 1
+        for lo, hi, c in zip(hist["edges"], hist["edges"][1:], hist["counts"]):
+            print(f"  [{lo:7.3f}, {hi:7.3f})  {c:>9}  {'#' * round(30 * c / peak)}")
+    sae = report.get("sae")
+    if sae:
+        print(f"SAE feature          {sae.get('label', '')}  {sae.get('note', '')}".rstrip())
+        if sae.get("frequency") is not None:
+            print(f"training frequency   {sae['frequency']:.4%}" + ("  (DEAD)" if sae["dead"] else ""))
+        for ex in sae.get("examples", []):
+            print(f"  {ex['act']:8.3f}  [{ex['id']}]  {ex['snippet']}")
+    print(f"top {len(report['top'])} documents:")
+    for rank, row in enumerate(report["top"], 1):
+        print(f"{rank:>4}  {row['weight']:8.3f}  {row['doc_id']:<20} {_snippet(row['title'], 60)}")
+        if row.get("context"):
+            print(f"{'':>16}{row['context']}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -545,6 +620,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", action="store_true", help="check every array's sha256")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("inspect", help="browse one dimension: its top documents, frequency and weights",
+                       description="One dimension (a term, or an SAE feature: f12, 12 or its label) of an index: "
+                       "the documents where it weighs most (its posting list by impact, titles from the document "
+                       "store), its document frequency and weight distribution; for an SAE index the feature's "
+                       "label, training frequency and top activating texts. --spans also shows, for each top "
+                       "document, the words the weight comes from (loads the encoder).")
+    p.add_argument("index")
+    p.add_argument("term", metavar="TERM_OR_FEATURE")
+    p.add_argument("--top", type=at_least(1), default=10, metavar="N", help="documents listed (default 10)")
+    p.add_argument("--spans", action="store_true", help="re-encode the top documents to show their source words")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_inspect)
 
     for module in COMMAND_MODULES:
         importlib.import_module(module).register(sub)

@@ -79,10 +79,11 @@ class Client:
         return {r["qid"]: [Hit(h["doc_id"], h["score"]) for h in r["hits"]]
                 for r in self._call("POST", "/search", body)["results"]}
 
-    def explain(self, query: Query, doc_id: str) -> list[Contribution]:
-        """Each dimension shared by the query and ``doc_id``, largest contribution first."""
-        result = self._call("POST", "/explain", {"query": query, "doc_id": doc_id})
-        return [Contribution(**c) for c in result["explain"]]
+    def explain(self, query: Query, doc_id: str, provenance: bool = False) -> list[Contribution]:
+        """Each dimension shared by the query and ``doc_id``, largest contribution first; with ``provenance``,
+        each side's source words (see :meth:`sparseir.search.Searcher.explain`)."""
+        body = {"query": query, "doc_id": doc_id, **({"provenance": True} if provenance else {})}
+        return [Contribution.from_dict(c) for c in self._call("POST", "/explain", body)["explain"]]
 
     def encode(self, text: str, kind: str = "query") -> dict[str, float]:
         """A text's sparse vector as ``{term: weight}``."""

@@ -23,7 +23,8 @@ ENCODERS: dict[str, str] = {
     "sae": "sparseir.encoders.sae:SAESparseEncoder",
 }
 #: names importable from this package, loaded on first access
-_LAZY = {"SparseEncoder": "base", "EncoderError": "base", "pick_device": "base",
+_LAZY = {"SparseEncoder": "base", "EncoderError": "base", "pick_device": "base", "Source": "sources",
+         "ProvenanceError": "sources",
          **{path.rsplit(":", 1)[1]: path.split(":")[0].rsplit(".", 1)[1] for path in ENCODERS.values()}}
 
 

@@ -21,8 +21,12 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import SparseirError, UsageError
+from .pooling import Trace
+from .sources import ProvenanceError, Source
 
 Texts = str | Sequence[str]
+#: Per sequence position: the model's token and its character span in the text (``None`` outside the text).
+Tokens = list[tuple[str, tuple[int, int] | None]]
 
 
 class EncoderError(SparseirError, ValueError):
@@ -94,6 +98,11 @@ class SparseEncoder(ABC):
     def _encode_batch(self, texts: list[str], is_query: bool) -> torch.Tensor:
         """Dense non-negative weights, shape ``[len(texts), dim]``; texts are non-empty."""
 
+    def _trace(self, text: str, is_query: bool) -> tuple[torch.Tensor, Trace, Tokens]:
+        """Encode one non-empty text, keeping the pooling's sources: the ``[dim]`` weights as
+        :meth:`_encode_batch` gives them, the :class:`~.pooling.Trace` and the :data:`Tokens`."""
+        raise ProvenanceError(f"the {self.name} encoder has no token provenance")
+
     @abstractmethod
     def config(self) -> dict[str, Any]:
         """JSON-serialisable settings; ``load_encoder(config)`` rebuilds this encoder."""
@@ -119,6 +128,12 @@ class SparseEncoder(ABC):
     def terms(self) -> list[str]:
         """The name of every dimension."""
         return self._terms
+
+    @property
+    def health(self) -> dict[str, Any] | None:
+        """Training diagnostics an index keeps with the encoder's settings (an SAE's FVU, L0, dead latents...);
+        ``None`` when the encoder has none."""
+        return None
 
     @property
     def dim(self) -> int:
@@ -157,6 +172,31 @@ class SparseEncoder(ABC):
             order = np.lexsort((row.indices, -row.data))[:top_k]
             out.append([(self._terms[row.indices[j]], float(row.data[j])) for j in order if row.data[j] != 0])
         return out[0] if single else out
+
+    def provenance(self, text: str, is_query: bool = False) -> dict[int, list[Source]]:
+        """Re-encode ``text`` and return, for each active dimension, the input positions its weight
+        comes from, heaviest first, with their character spans in ``text``.
+
+        Max pooling gives one position per dimension (the argmax), sum pooling every position that
+        adds to it. Raises :class:`~.sources.ProvenanceError` for an encoder whose dimensions have
+        no token positions (an embedding-source SAE, an LLM's prompt mode).
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"text is {type(text).__name__}, expected str")
+        if not text.strip():
+            return {}
+        with torch.inference_mode(), self._autocast():
+            weights, trace, tokens = self._trace(text, is_query)
+        keep = (weights.float()[trace.dim] > 0).cpu().numpy()
+        out: dict[int, list[Source]] = {}
+        for pos, dim, w in zip(trace.position.cpu().numpy()[keep], trace.dim.cpu().numpy()[keep],
+                               trace.weight.float().cpu().numpy()[keep]):
+            token, span = tokens[pos]
+            source = Source(token, None, None, float(w)) if span is None else _text_source(text, *span, float(w))
+            out.setdefault(int(dim), []).append(source)
+        for sources in out.values():
+            sources.sort(key=lambda s: -s.weight)
+        return out
 
     @staticmethod
     def sparsity(vectors: sp.spmatrix | np.ndarray | torch.Tensor) -> dict[str, float]:
@@ -205,6 +245,17 @@ class SparseEncoder(ABC):
         cat = (lambda xs, dt: np.concatenate(xs).astype(dt, copy=False) if xs else np.zeros(0, dt))
         return sp.csr_matrix((cat(vals, np.float32), (cat(rows, np.int64), cat(cols, np.int64))),
                              shape=(n, self.dim), dtype=np.float32)
+
+
+def _text_source(text: str, start: int, end: int, weight: float) -> Source:
+    """The :class:`Source` at ``text[start:end]``, surrounding whitespace left out (byte-level BPE
+    tokens carry their leading space)."""
+    start, end = max(0, start), min(len(text), end)
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return Source(text[start:end], start, end, weight)
 
 
 def _sparsify(dense: torch.Tensor, keep: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

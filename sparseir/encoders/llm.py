@@ -51,9 +51,10 @@ from typing import Any, Callable
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from .base import EncoderError, SparseEncoder, module_fingerprint, position_limit
+from .base import EncoderError, SparseEncoder, Tokens, module_fingerprint, position_limit
 from .mlm import CHARS_PER_TOKEN, load_pretrained, resolve_model_path
-from .pooling import POOLINGS, pool_logits
+from .pooling import POOLINGS, Trace, pool_logits
+from .sources import ProvenanceError
 
 MODES = ("plain", "echo", "prompt")
 SCORES = ("logits", "logprob", "pmi")
@@ -431,12 +432,23 @@ class LLMSparseEncoder(SparseEncoder):
                 spans.append((start - shift, start + len(ids) - shift))
         return rows, spans
 
-    def build_inputs(self, texts: list[str], is_query: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Right-padded ``input_ids``, ``attention_mask`` and the mode's ``pool_mask``, all ``[batch, seq]``."""
+    def _text_ids(self, texts: list[str], is_query: bool, offsets: bool = False) -> Any:
+        """The texts' own tokens (truncated; with a leading space when the template asks for one) and, when
+        ``offsets``, each token's character span in the text as given."""
         max_length = self.query_max_length if is_query else self.max_length
         _, lead = self._pieces_for(is_query)
         texts = [(" " if lead else "") + t[: max_length * CHARS_PER_TOKEN] if t else "" for t in texts]
-        text_ids = self.tokenizer(texts, add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]
+        enc = self.tokenizer(texts, add_special_tokens=False, truncation=True, max_length=max_length,
+                             return_offsets_mapping=offsets)
+        if offsets and lead:
+            enc["offset_mapping"] = [[(s - 1, e - 1) for s, e in row] for row in enc["offset_mapping"]]
+        return enc
+
+    def build_inputs(self, texts: list[str], is_query: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Right-padded ``input_ids``, ``attention_mask`` and the mode's ``pool_mask``, all ``[batch, seq]``."""
+        return self._tensors(self._text_ids(texts, is_query)["input_ids"], is_query)
+
+    def _tensors(self, text_ids: list[list[int]], is_query: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         rows, spans = self._rows(text_ids, is_query)
         seq = max(map(len, rows))
         input_ids = torch.full((len(rows), seq), self._pad_id, dtype=torch.long)
@@ -474,11 +486,32 @@ class LLMSparseEncoder(SparseEncoder):
         return self._prior[is_query]
 
     def _encode_batch(self, texts: list[str], is_query: bool) -> torch.Tensor:
-        input_ids, attention, pool = self.build_inputs(texts, is_query)
+        return self._pooled(texts, self.build_inputs(texts, is_query), is_query)
+
+    def _pooled(self, texts: list[str], inputs: tuple[torch.Tensor, ...], is_query: bool,
+                trace: bool = False) -> Any:
+        input_ids, attention, pool = inputs
         hidden = hidden_states(self.model, input_ids, attention, self.bidirectional)
         out = pool_logits(hidden, pool, lambda h: self.scores(self._head(h), is_query), self.vocab, self.pooling,
-                          self.max_chunk_elements)
-        return self._postprocess(out, texts)
+                          self.max_chunk_elements, trace=trace)
+        return (self._postprocess(out[0], texts), out[1]) if trace else self._postprocess(out, texts)
+
+    def _trace(self, text: str, is_query: bool) -> tuple[torch.Tensor, Trace, Tokens]:
+        """Pooled position ``p`` stands for the text's token ``p - a`` (``a``: the first pooled position):
+        under causal attention the token at ``p`` itself, under bidirectional attention (MNTP) the
+        token at ``p + 1``, whose prediction the output at ``p`` makes."""
+        if self.mode == "prompt":
+            raise ProvenanceError("the LLM encoder's prompt mode pools one position after the instruction, which "
+                                  "reads the whole text: its dimensions have no source token (use plain or echo mode)")
+        enc = self._text_ids([text], is_query, offsets=True)
+        inputs = self._tensors(enc["input_ids"], is_query)
+        weights, trace = self._pooled([text], inputs, is_query, trace=True)
+        seq, first = inputs[0].shape[1], int(inputs[2][0].nonzero()[0])
+        names = self.tokenizer.convert_ids_to_tokens(enc["input_ids"][0])
+        tokens: Tokens = [("", None)] * seq
+        for j, (name, span) in enumerate(zip(names, enc["offset_mapping"][0])):
+            tokens[first + j] = (name, tuple(span))
+        return weights[0], trace, tokens
 
     def scores(self, logits: torch.Tensor, is_query: bool = False) -> torch.Tensor:
         """The ``score`` of every token from ``[..., vocab]`` logits."""

@@ -16,8 +16,8 @@ from typing import Any, Callable
 import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from .base import EncoderError, SparseEncoder, module_fingerprint, position_limit
-from .pooling import POOLINGS, VocabHead, bf16_screening_available, pool_logits
+from .base import EncoderError, SparseEncoder, Tokens, module_fingerprint, position_limit
+from .pooling import POOLINGS, Trace, VocabHead, bf16_screening_available, dense_trace, pool_logits
 
 #: Characters kept per allowed token before tokenising, so a huge document costs no more than a long one.
 CHARS_PER_TOKEN = 64
@@ -107,40 +107,62 @@ class MLMSparseEncoder(SparseEncoder):
             self._fingerprint = module_fingerprint(*models)
         return self._fingerprint
 
-    def _encode_batch(self, texts: list[str], is_query: bool) -> torch.Tensor:
-        tokenizer, model = (self.query_tokenizer, self.query_model) if is_query else (self.tokenizer, self.model)
+    def _batch(self, texts: list[str], is_query: bool, offsets: bool = False) -> Any:
+        """Tokenised, padded inputs (with each token's character span when ``offsets``)."""
+        tokenizer = self.query_tokenizer if is_query else self.tokenizer
         max_length = self.query_max_length if is_query else self.max_length
         texts = [t[: max_length * CHARS_PER_TOKEN] for t in texts]
-        batch = tokenizer(texts, padding=True, truncation=True, max_length=max_length,
-                          return_tensors="pt").to(self.device)
-        out = pooled_mlm_weights(model, batch["input_ids"], batch["attention_mask"], self.pooling,
-                                 self.max_chunk_elements, self._heads[id(model)], self.screen)
-        out[:, self._excluded] = 0
+        return tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt",
+                         return_offsets_mapping=offsets)
+
+    def _weights(self, batch: Any, is_query: bool, trace: bool = False) -> Any:
+        model = self.query_model if is_query else self.model
+        out = pooled_mlm_weights(model, batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device),
+                                 self.pooling, self.max_chunk_elements, self._heads[id(model)], self.screen, trace)
+        (out[0] if trace else out)[:, self._excluded] = 0
         return out
+
+    def _encode_batch(self, texts: list[str], is_query: bool) -> torch.Tensor:
+        return self._weights(self._batch(texts, is_query), is_query)
+
+    def _trace(self, text: str, is_query: bool) -> tuple[torch.Tensor, Trace, Tokens]:
+        batch = self._batch([text], is_query, offsets=True)
+        weights, trace = self._weights(batch, is_query, trace=True)
+        tokenizer = self.query_tokenizer if is_query else self.tokenizer
+        names = tokenizer.convert_ids_to_tokens(batch["input_ids"][0].tolist())
+        tokens = [(name, (s, e) if e > s else None) for name, (s, e) in zip(names, batch["offset_mapping"][0].tolist())]
+        return weights[0], trace, tokens
 
 
 def pooled_mlm_weights(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                        pooling: str, max_chunk_elements: int, head: VocabHead | None = None,
-                       screen: bool = False) -> torch.Tensor:
+                       screen: bool = False, trace: bool = False) -> torch.Tensor | tuple[torch.Tensor, Trace]:
     """``pool_t log1p(relu(logits))`` over non-padding tokens, with bounded logits memory.
 
     ``head`` is ``model``'s split MLM head; models with an unknown head (``None``) run whole,
-    a few documents at a time.
+    a few documents at a time. ``trace=True`` also returns the pooling's :class:`~.pooling.Trace`.
     """
     if head is None:  # unknown head: run the whole model on as many documents as fit the budget
+        if trace:
+            return dense_trace(_logit_weights(model, input_ids, attention_mask), pooling)
         step = max(1, max_chunk_elements // (input_ids.shape[1] * model.config.vocab_size))
         parts = [_pool_full(model, input_ids[i:i + step], attention_mask[i:i + step], pooling)
                  for i in range(0, input_ids.shape[0], step)]
         return torch.cat(parts)
     hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask)[0]
     return pool_logits(hidden, attention_mask.bool(), head, model.config.vocab_size, pooling, max_chunk_elements,
-                       screen)
+                       screen, trace)
+
+
+def _logit_weights(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """``log1p(relu(logits))`` of every position, zero at padding: ``[batch, seq, vocab]``."""
+    w = torch.log1p(torch.relu(model(input_ids=input_ids, attention_mask=attention_mask).logits.float()))
+    return w * attention_mask.unsqueeze(-1)
 
 
 def _pool_full(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                pooling: str) -> torch.Tensor:
-    w = torch.log1p(torch.relu(model(input_ids=input_ids, attention_mask=attention_mask).logits.float()))
-    w = w * attention_mask.unsqueeze(-1)
+    w = _logit_weights(model, input_ids, attention_mask)
     return w.amax(1) if pooling == "max" else w.sum(1)
 
 

@@ -10,13 +10,17 @@ a rigorous bound on the bf16 error marks the few vocabulary entries whose exact 
 be positive (typically 1-2%), and only those are recomputed in float32. Every other entry is
 provably ``<= 0`` and would be zeroed by the ReLU anyway, so the output equals the float32 result
 (up to float32 summation order, ~1e-6).
+
+Token provenance comes from the same pass: with ``trace=True`` the pooling also returns a
+:class:`Trace`, the positions each pooled weight comes from (max: the argmax position; sum: every
+position whose ``log1p(relu(logit))`` is positive, with its share).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -55,6 +59,43 @@ class VocabHead:
         return b.detach().float() if b is not None else torch.zeros(self.weight.shape[0], device=self.weight.device)
 
 
+class Trace(NamedTuple):
+    """Where pooled weights come from: one entry per contributing (document, position, dimension).
+
+    ``position`` indexes the sequence axis of the pooled input; ``weight`` is that position's
+    share (max pooling: the pooled weight itself; sum pooling: the summand).
+    """
+
+    doc: torch.Tensor
+    position: torch.Tensor
+    dim: torch.Tensor
+    weight: torch.Tensor
+
+
+def max_trace(pooled: torch.Tensor, source: torch.Tensor, positions: torch.Tensor) -> Trace:
+    """A :class:`Trace` of max pooling: ``source [batch, dim]`` holds the packed row of each argmax,
+    ``positions [rows]`` each packed row's sequence position; entries with a zero weight are left out."""
+    doc, dim = torch.nonzero(pooled > 0, as_tuple=True)
+    return Trace(doc, positions[source[doc, dim]], dim, pooled[doc, dim])
+
+
+def dense_trace(values: torch.Tensor, pooling: str) -> tuple[torch.Tensor, Trace]:
+    """Pool a small dense ``[batch, seq, dim]`` tensor of non-negative values and trace it."""
+    if pooling == "max":
+        pooled, arg = values.max(1)
+        doc, dim = torch.nonzero(pooled > 0, as_tuple=True)
+        return pooled, Trace(doc, arg[doc, dim], dim, pooled[doc, dim])
+    doc, pos, dim = torch.nonzero(values > 0, as_tuple=True)
+    return values.sum(1), Trace(doc, pos, dim, values[doc, pos, dim])
+
+
+def _cat_trace(parts: list[Trace]) -> Trace:
+    if not parts:
+        empty = torch.zeros(0, dtype=torch.long)
+        return Trace(empty, empty, empty, torch.zeros(0))
+    return Trace(*(torch.cat(xs) for xs in zip(*parts)))
+
+
 def bf16_screening_available(device: torch.device) -> bool:
     """True on CPUs whose oneDNN has native bf16 matmul (AVX512-BF16 / AMX)."""
     return device.type == "cpu" and bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
@@ -72,21 +113,26 @@ def _segments(bounds: list[int], pos: int, end: int, doc: int):
 
 
 def pool_logits(hidden: torch.Tensor, pool_mask: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor],
-                vocab: int, pooling: str, max_chunk_elements: int, screen: bool = False) -> torch.Tensor:
+                vocab: int, pooling: str, max_chunk_elements: int, screen: bool = False,
+                trace: bool = False) -> torch.Tensor | tuple[torch.Tensor, Trace]:
     """``[batch, vocab]`` pooled weights from ``hidden [batch, seq, h]`` at ``pool_mask`` positions.
 
     ``head`` maps ``[rows, h]`` hidden states to ``[rows, vocab]`` logits. A row with no pooled
     position gives zeros. ``screen=True`` (max pooling with a :class:`VocabHead`) uses the bf16
-    screen described in the module docstring.
+    screen described in the module docstring. ``trace=True`` returns ``(weights, Trace)``.
     """
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
     if screen and pooling == "max" and isinstance(head, VocabHead):
-        return _screened_max(hidden, pool_mask, head, max_chunk_elements)
+        return _screened_max(hidden, pool_mask, head, max_chunk_elements, trace)
     n_docs = hidden.shape[0]
     tokens = hidden[pool_mask]  # packed rows; each document's rows are contiguous, in order
+    positions = torch.nonzero(pool_mask)[:, 1]
     bounds = torch.cumsum(pool_mask.sum(1), 0).tolist()
     acc = torch.full((n_docs, vocab), -torch.inf if pooling == "max" else 0.0, device=hidden.device)
+    source = torch.zeros((n_docs, vocab) if trace and pooling == "max" else (0, 0), dtype=torch.long,
+                         device=hidden.device)
+    parts: list[Trace] = []
     rows = max(1, max_chunk_elements // vocab)
     for pos in range(0, tokens.shape[0], rows):
         end = min(pos + rows, tokens.shape[0])
@@ -95,15 +141,26 @@ def pool_logits(hidden: torch.Tensor, pool_mask: torch.Tensor, head: Callable[[t
             logits = torch.log1p(torch.relu(logits))
         for doc, start, stop in _segments(bounds, pos, end, 0):
             part = logits[start - pos:stop - pos]
-            if pooling == "max":
+            if pooling == "max" and trace:
+                best, arg = part.max(0)
+                better = best > acc[doc]
+                acc[doc] = torch.where(better, best, acc[doc])
+                source[doc] = torch.where(better, arg + start, source[doc])
+            elif pooling == "max":
                 torch.maximum(acc[doc], part.amax(0), out=acc[doc])
             else:
                 acc[doc] += part.sum(0)
-    return torch.log1p(torch.relu(acc)) if pooling == "max" else acc
+                if trace:
+                    row, dim = torch.nonzero(part, as_tuple=True)
+                    parts.append(Trace(torch.full_like(row, doc), positions[row + start], dim, part[row, dim]))
+    out = torch.log1p(torch.relu(acc)) if pooling == "max" else acc
+    if not trace:
+        return out
+    return out, (max_trace(out, source, positions) if pooling == "max" else _cat_trace(parts))
 
 
-def _screened_max(hidden: torch.Tensor, pool_mask: torch.Tensor, head: VocabHead,
-                  max_chunk_elements: int) -> torch.Tensor:
+def _screened_max(hidden: torch.Tensor, pool_mask: torch.Tensor, head: VocabHead, max_chunk_elements: int,
+                  trace: bool = False) -> torch.Tensor | tuple[torch.Tensor, Trace]:
     weight, bias, weight_bf16, weight_norm = head.weight, head.bias, head.weight_bf16, head.weight_norm
     vocab, n_docs = weight.shape[0], hidden.shape[0]
     feats = head.transform(hidden[pool_mask]).float()  # packed [rows, h], small
@@ -123,11 +180,14 @@ def _screened_max(hidden: torch.Tensor, pool_mask: torch.Tensor, head: VocabHead
     upper = torch.where(approx >= 0, approx * (1 + _BF16_OUT), approx * (1 - _BF16_OUT))
     upper += _BF16_REL * norms[:, None] * weight_norm[None, :] + bias
     out = torch.zeros(n_docs, vocab, device=hidden.device)
+    source = torch.zeros((n_docs, vocab) if trace else (0, 0), dtype=torch.long, device=hidden.device)
     start = 0
     for doc, stop in enumerate(bounds):
         cand = torch.nonzero(upper[doc] > 0).squeeze(1)
         if stop > start and len(cand):
-            exact = (feats[start:stop] @ weight[cand].T + bias[cand]).amax(0)
+            exact, arg = (feats[start:stop] @ weight[cand].T + bias[cand]).max(0)
             out[doc, cand] = torch.log1p(torch.relu(exact))
+            if trace:
+                source[doc, cand] = arg + start
         start = stop
-    return out
+    return (out, max_trace(out, source, torch.nonzero(pool_mask)[:, 1])) if trace else out

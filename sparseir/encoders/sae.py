@@ -2,7 +2,8 @@
 
 Embedding-source SAEs encode one sentence embedding per text; hidden-state SAEs encode every
 token and pool the feature activations over the text (max by default). Dimension names are
-the SAE's feature labels.
+the SAE's feature labels. Token provenance: a hidden-state SAE's feature comes from the token
+positions the pooling picks; an embedding-source SAE's features have no source tokens.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from sparseir.encoders.base import EncoderError, SparseEncoder, module_fingerprint, position_limit
-from sparseir.sae.checkpoint import LABELS, load_sae, read_json
+from sparseir.encoders.base import EncoderError, SparseEncoder, Tokens, module_fingerprint, position_limit
+from sparseir.encoders.pooling import Trace, dense_trace
+from sparseir.encoders.sources import ProvenanceError
+from sparseir.sae.checkpoint import DIAGNOSTICS, LABELS, load_sae, read_json
 from sparseir.sae.collect import EmbeddingSource, HiddenStateSource
 
 POOLINGS = ("max", "sum")
@@ -90,18 +93,45 @@ class SAESparseEncoder(SparseEncoder):
             raise EncoderError(f"{self.path}/{LABELS} has {len(self._terms)} labels for {n} features")
 
     def _encode_batch(self, texts: list[str], is_query: bool) -> torch.Tensor:
+        return self._codes(texts, is_query)
+
+    def _codes(self, texts: list[str], is_query: bool, trace: bool = False) -> Any:
         if isinstance(self.source, EmbeddingSource):
+            if trace:
+                raise ProvenanceError(f"{self.path}: this SAE reads one sentence embedding per text, so its features "
+                                      "have no source tokens (only hidden-state SAEs point at words)")
             codes = self.sae.encode(self.source.embed(texts, batch_size=len(texts)), self.k)
         else:
-            if is_query and self.query_max_length:
-                self.source.max_length = self.query_max_length
-            else:
-                self.source.max_length = self.max_length or self.sae_config["source"]["max_length"]
+            self.source.max_length = self._max_length(is_query)
             hidden, mask, _, _ = self.source.states(texts)
             tok = torch.zeros(*mask.shape, self.sae.cfg.n_latents, device=hidden.device)
             tok[mask] = self.sae.encode(hidden[mask].float(), self.k)
-            codes = tok.amax(1) if self.pooling == "max" else tok.sum(1)
-        return F.normalize(codes, dim=-1) if self.normalize else codes
+            codes, sources = dense_trace(tok, self.pooling) if trace else (tok.amax(1) if self.pooling == "max"
+                                                                              else tok.sum(1), None)
+        if self.normalize:
+            norm = codes.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            codes = codes / norm
+            if trace:
+                sources = sources._replace(weight=sources.weight / norm[sources.doc, 0])
+        return (codes, sources) if trace else codes
+
+    def _max_length(self, is_query: bool) -> int:
+        if is_query and self.query_max_length:
+            return self.query_max_length
+        return self.max_length or self.sae_config["source"]["max_length"]
+
+    def _trace(self, text: str, is_query: bool) -> tuple[torch.Tensor, Trace, Tokens]:
+        codes, sources = self._codes([text], is_query, trace=True)
+        ids, spans = self.source.offsets(text)
+        names = self.source.tokenizer.convert_ids_to_tokens(ids)
+        return codes[0], sources, [(name, (s, e) if e > s else None) for name, (s, e) in zip(names, spans)]
+
+    @property
+    def health(self) -> dict[str, Any] | None:
+        """The SAE's ``diagnostics.json`` without the per-latent frequencies: FVU, L0, dead and dense latents
+        (with the window they were counted over), the log10 activation-frequency histogram."""
+        diagnostics = read_json(self.path, DIAGNOSTICS)
+        return {k: v for k, v in diagnostics.items() if k != "freq"} if diagnostics else None
 
     def config(self) -> dict[str, Any]:
         return {

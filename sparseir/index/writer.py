@@ -29,8 +29,10 @@ _SEGMENT = re.compile(r"^s(\d{8,})$")
 
 def encoder_info(encoder: Any) -> dict[str, Any]:
     """What an index records about its encoder (any object with the SparseEncoder attributes)."""
-    return {"name": encoder.name, "config": encoder.config(), "fingerprint": encoder.fingerprint,
+    info = {"name": encoder.name, "config": encoder.config(), "fingerprint": encoder.fingerprint,
             "device": str(encoder.device)}
+    health = getattr(encoder, "health", None)
+    return {**info, "health": health} if health else info
 
 
 def _terms_file(terms: Sequence[str]) -> tuple[str, bytes]:

@@ -9,16 +9,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from sparseir.sae.model import SAEConfig, SparseAutoencoder
 from sparseir._fs import publish_dir
+from sparseir.errors import UsageError
+from sparseir.sae.files import CONFIG, DIAGNOSTICS, FORMAT, FREQ_HIST, LABELS, TRAIN_STATE, WEIGHTS, read_json
+from sparseir.sae.model import SAEConfig, SparseAutoencoder
 
-FORMAT = "sparseir-sae"
-CONFIG = "sae_config.json"
-WEIGHTS = "sae.safetensors"
-TRAIN_STATE = "train_state.pt"
-LABELS = "labels.json"
-DIAGNOSTICS = "diagnostics.json"
-FREQ_HIST = "freq_hist.png"
+__all__ = ["CONFIG", "DIAGNOSTICS", "FORMAT", "FREQ_HIST", "LABELS", "TRAIN_STATE", "WEIGHTS", "load_sae",
+           "read_config", "read_json", "save_sae"]
 
 
 def save_sae(
@@ -56,10 +53,10 @@ def read_config(path: str | Path) -> dict:
     path = Path(path)
     cfg_file = path / CONFIG
     if not cfg_file.is_file():
-        raise FileNotFoundError(f"{path} is not an SAE checkpoint (no {CONFIG}); train one with `sparseir sae train`")
+        raise UsageError(f"{path} is not an SAE checkpoint (no {CONFIG}); train one with `sparseir sae train`")
     config = json.loads(cfg_file.read_text())
     if config.get("format") != FORMAT:
-        raise ValueError(f"{cfg_file} is not a {FORMAT} config (format={config.get('format')!r})")
+        raise UsageError(f"{cfg_file} is not a {FORMAT} config (format={config.get('format')!r})")
     return config
 
 
@@ -70,9 +67,3 @@ def load_sae(path: str | Path, device: str | torch.device | None = None) -> tupl
     model.load_state_dict(load_file(str(Path(path) / WEIGHTS)))
     model.eval()
     return model.to(device or "cpu"), config
-
-
-def read_json(path: str | Path, name: str) -> object | None:
-    """An extra JSON file of the checkpoint, or None when absent."""
-    f = Path(path) / name
-    return json.loads(f.read_text()) if f.is_file() else None

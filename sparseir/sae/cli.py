@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
+
+from sparseir.errors import UsageError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,9 +52,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--device", help="torch device; default cuda if available, else cpu")
     t.set_defaults(func=cmd_train)
 
-    i = sub.add_parser("inspect", help="show a feature: label, frequency, dead or not, top activating texts")
+    i = sub.add_parser("inspect", help="an SAE's health (FVU, L0, dead and dense latents), or one feature: label, "
+                       "frequency, dead or not, top activating texts")
     i.add_argument("sae", help="SAE checkpoint directory")
-    i.add_argument("feature", help="feature number, or a word to list the features whose label contains it")
+    i.add_argument("feature", nargs="?",
+                   help="feature number, or a word to list the features whose label contains it (default: health)")
+    i.add_argument("--plot", metavar="PNG", help="write the log10 activation-frequency histogram (dead and dense "
+                   "latents marked) to this PNG file")
     i.add_argument("--examples", type=int, default=8, help="top activating texts shown (default 8)")
     i.add_argument("--json", action="store_true", help="print JSON")
     i.set_defaults(func=cmd_inspect)
@@ -109,19 +116,39 @@ def feature_report(sae: str | Path, feature: int, n_examples: int = 8) -> dict:
     config = read_config(sae)
     n = config["sae"]["n_latents"]
     if not 0 <= feature < n:
-        raise ValueError(f"feature must be in [0, {n}), got {feature}")
+        raise UsageError(f"feature must be in [0, {n}), got {feature}")
     labels = read_json(sae, LABELS)
     diag = read_json(sae, DIAGNOSTICS)
     if labels is None or diag is None:
-        raise ValueError(f"{sae} has no labels/diagnostics yet; finish `sparseir sae train` first")
+        raise UsageError(f"{sae} has no labels/diagnostics yet; finish `sparseir sae train` first")
     freq = diag["freq"][feature]
     return {"feature": feature, "label": labels["labels"][feature], "frequency": freq, "dead": freq == 0,
             "label_method": labels["method"], "examples": labels["examples"][feature][:n_examples]}
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
-    from sparseir.sae.checkpoint import LABELS, read_json
+    from sparseir.sae.checkpoint import DIAGNOSTICS, LABELS, read_config, read_json
 
+    if args.plot or args.feature is None:
+        read_config(args.sae)  # a clear error for a folder that is no SAE
+        diagnostics = read_json(args.sae, DIAGNOSTICS)
+        if diagnostics is None:
+            raise UsageError(f"{args.sae} has no {DIAGNOSTICS} yet; finish `sparseir sae train` first")
+        if args.plot:
+            import numpy as np
+
+            from sparseir._fs import atomic_write
+            from sparseir.sae.diagnostics import freq_histogram_png
+
+            window = diagnostics.get("dead_window_rows", diagnostics["n_rows"])
+            atomic_write(args.plot, freq_histogram_png(np.asarray(diagnostics["freq"]), window))
+            print(f"wrote the activation-frequency histogram to {args.plot}")
+        if args.feature is None:
+            if args.json:
+                print(json.dumps({k: v for k, v in diagnostics.items() if k != "freq"}, indent=1))
+            else:
+                print_health(diagnostics)
+            return
     if not args.feature.isdigit():
         labels = (read_json(args.sae, LABELS) or {}).get("labels", [])
         hits = [lab for lab in labels if args.feature.lower() in lab.lower()]
@@ -136,3 +163,22 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     print(f"label method: {rep['label_method']}")
     for ex in rep["examples"]:
         print(f"  {ex['act']:8.3f}  [{ex['id']}]  {ex['snippet']}")
+
+
+def print_health(h: dict[str, Any]) -> None:
+    """An SAE's training diagnostics, as the index (or the SAE folder) keeps them."""
+    print(f"{'SAE health':<20} FVU {h['fvu']:.4f}, mean L0 {h['l0']:.1f}, dead {h['dead_frac']:.2%} ({h['n_dead']} "
+          f"of {h['n_latents']} latents never active over {h.get('dead_window_rows', h.get('n_rows'))} rows), dense "
+          f"{h['dense_frac']:.2%} (active on > {h.get('dense_threshold', 0.1):g} of rows)")
+    if h.get("train_dead_frac") is not None:
+        print(f"{'':<20} training: dead {h['train_dead_frac']:.2%} (no activation over the last "
+              f"{h.get('train_dead_after', '?')} samples)")
+    hist = h.get("freq_histogram")
+    if hist:
+        peak = max(hist["counts"] + [hist["dead"]]) or 1
+        print(f"{'':<20} log10 activation frequency of the latents:")
+        print(f"{'':<22}{'dead':>15}  {hist['dead']:>7}  {'#' * round(30 * hist['dead'] / peak)}")
+        edges = hist["log10_edges"]
+        for lo, hi, c in zip(edges, edges[1:], hist["counts"]):
+            if c:
+                print(f"{'':<22}[{lo:5.2f}, {hi:5.2f})  {c:>7}  {'#' * round(30 * c / peak)}")

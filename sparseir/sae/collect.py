@@ -110,6 +110,11 @@ class HiddenStateSource:
         mean = (hidden * attn[..., None]).sum(1) / attn.sum(1, keepdim=True).clamp_min(1)
         return hidden, attn & ~special, ids, torch.nn.functional.normalize(mean, dim=-1)
 
+    def offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """Token ids and character spans of one text as :meth:`tokenize` cuts it (``(0, 0)`` for special tokens)."""
+        enc = self.tokenizer(text, truncation=True, max_length=self.max_length, return_offsets_mapping=True)
+        return enc["input_ids"], [tuple(span) for span in enc["offset_mapping"]]
+
     def count_tokens(self, texts: Sequence[str]) -> np.ndarray:
         """Non-special tokens per text after truncation."""
         enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, return_special_tokens_mask=True)

@@ -12,6 +12,18 @@ from tqdm.auto import tqdm
 from sparseir.sae.model import SparseAutoencoder
 from sparseir.sae.store import ActivationStore
 
+#: A latent firing on more than this fraction of inputs is "dense" (a common SAE pathology).
+DENSE = 0.1
+#: log10 frequency bins of the histogram: 1e-7 .. 1, 0.25 decades wide.
+LOG_BINS = np.linspace(-7.0, 0.0, 29)
+
+
+def log_freq_histogram(freq: np.ndarray) -> dict:
+    """Counts of live latents per log10 activation-frequency bin (:data:`LOG_BINS`), dead latents apart."""
+    alive = freq[freq > 0]
+    counts, _ = np.histogram(np.clip(np.log10(alive), LOG_BINS[0], LOG_BINS[-1]), bins=LOG_BINS)
+    return {"log10_edges": LOG_BINS.tolist(), "counts": counts.tolist(), "dead": int((freq == 0).sum())}
+
 
 @dataclass
 class ScanResult:
@@ -22,6 +34,7 @@ class ScanResult:
     freq: np.ndarray  # [n_latents] fraction of rows where the feature fires
     top_rows: np.ndarray  # [n_latents, n_top] row indices, best first (-1 = none)
     top_vals: np.ndarray  # [n_latents, n_top] activations
+    n_rows: int = 0  # rows scanned for the frequencies
 
     @property
     def dead_frac(self) -> float:
@@ -29,7 +42,8 @@ class ScanResult:
         return float((self.freq == 0).mean())
 
     def summary(self) -> dict:
-        """JSON-serialisable diagnostics."""
+        """JSON-serialisable diagnostics; ``dead_window_rows``: the rows scanned, over which a dead latent
+        never fired; ``freq_histogram``: the log10 activation frequencies of the live latents."""
         nz = self.freq[self.freq > 0]
         return {
             "fvu": self.fvu,
@@ -37,9 +51,12 @@ class ScanResult:
             "dead_frac": self.dead_frac,
             "n_dead": int((self.freq == 0).sum()),
             "n_latents": int(len(self.freq)),
+            "dead_window_rows": self.n_rows,
             "freq_median_alive": float(np.median(nz)) if len(nz) else 0.0,
             "freq_max": float(self.freq.max()),
-            "dense_frac": float((self.freq > 0.1).mean()),
+            "dense_threshold": DENSE,
+            "dense_frac": float((self.freq > DENSE).mean()),
+            "freq_histogram": log_freq_histogram(self.freq),
         }
 
 
@@ -94,23 +111,32 @@ def scan(
         freq=(counts.double() / store.n_rows).cpu().numpy(),
         top_rows=top_rows.t().cpu().numpy(),
         top_vals=top_vals.t().cpu().numpy(),
+        n_rows=store.n_rows,
     )
 
 
-def freq_histogram_png(freq: np.ndarray, title: str = "SAE feature activation frequency") -> bytes:
-    """PNG bytes of the log10 firing-frequency histogram, dead latents counted apart."""
+def freq_histogram_png(freq: np.ndarray, window: int, title: str = "SAE latent activation frequency") -> bytes:
+    """PNG bytes of the log10 activation-frequency histogram as the SAE literature draws it: live latents
+    per bin, dead latents (no activation over ``window`` rows) as a red bar left of the axis' range, dense
+    latents (frequency > :data:`DENSE`) in orange right of a dashed line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     alive = freq[freq > 0]
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    if len(alive):
-        ax.hist(np.log10(alive), bins=50, color="tab:blue")
-    ax.set_xlabel("log10(activation frequency)")
-    ax.set_ylabel("features")
-    ax.set_title(f"{title}\n{len(freq) - len(alive)} dead of {len(freq)} ({(len(freq) - len(alive)) / len(freq):.1%})")
+    n_dead, n_dense = len(freq) - len(alive), int((freq > DENSE).sum())
+    logs = np.clip(np.log10(alive), LOG_BINS[0], LOG_BINS[-1]) if len(alive) else alive
+    fig, ax = plt.subplots(figsize=(6.5, 3.6), dpi=100)
+    ax.hist(logs[logs <= np.log10(DENSE)], bins=LOG_BINS, color="tab:blue", label="live")
+    ax.hist(logs[logs > np.log10(DENSE)], bins=LOG_BINS, color="tab:orange", label=f"dense (> {DENSE:g}): {n_dense}")
+    ax.bar(LOG_BINS[0] - 0.5, n_dead, width=0.4, color="tab:red", label=f"dead: {n_dead}")
+    ax.axvline(np.log10(DENSE), color="tab:orange", linestyle="--", linewidth=1)
+    ax.set_xlabel("log10(activation frequency)   (dead: left bar)")
+    ax.set_ylabel("latents")
+    ax.legend(fontsize=8)
+    ax.set_title(f"{title}\n{n_dead} dead of {len(freq)} ({n_dead / max(len(freq), 1):.1%}) over {window:,} rows; "
+                 f"{n_dense} dense", fontsize=9)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

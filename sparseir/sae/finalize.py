@@ -35,6 +35,7 @@ def finalize_sae(
     diagnostics = {
         **res.summary(),
         "train_dead_frac": last.get("dead_frac"),
+        "train_dead_after": model.cfg.dead_after,
         "train_aux_loss": last.get("aux_loss"),
         "n_rows": store.n_rows,
         "freq": [float(f) for f in res.freq],
@@ -47,6 +48,6 @@ def finalize_sae(
         info,
         train_state=train_state,
         extra_json={LABELS: {"method": method, "labels": labels, "examples": examples}, DIAGNOSTICS: diagnostics},
-        extra_bytes={FREQ_HIST: freq_histogram_png(res.freq)},
+        extra_bytes={FREQ_HIST: freq_histogram_png(res.freq, store.n_rows)},
     )
     return diagnostics

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
+from ..encoders.sources import Source
 from ..errors import UsageError
 
 #: ``{query_id: {doc_id: score}}``, what ir-measures and the fusion functions take.
@@ -22,12 +23,35 @@ class Hit(NamedTuple):
 
 
 class Contribution(NamedTuple):
-    """One shared dimension's share of a score: ``query_weight * doc_weight``."""
+    """One shared dimension's share of a score: ``query_weight * doc_weight``.
+
+    With ``explain(..., provenance=True)``, ``query_sources`` and ``doc_sources`` list the input
+    positions behind each side's weight (:class:`~sparseir.encoders.sources.Source`: the word and
+    its character span in the query or the stored text); otherwise they are ``None``.
+    """
 
     term: str
     query_weight: float
     doc_weight: float
     product: float
+    query_sources: list[Source] | None = None
+    doc_sources: list[Source] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: sources as ``{"token", "start", "end", "weight"}`` dicts, left out when not computed."""
+        out = self._asdict()
+        for side in ("query_sources", "doc_sources"):
+            if out[side] is None:
+                del out[side]
+            else:
+                out[side] = [s._asdict() for s in out[side]]
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Contribution:
+        """The inverse of :meth:`to_dict`."""
+        sides = {side: [Source(**s) for s in d[side]] for side in ("query_sources", "doc_sources") if side in d}
+        return cls(d["term"], d["query_weight"], d["doc_weight"], d["product"], **sides)
 
 
 def to_run(results: Mapping[str, Sequence[Hit]]) -> Run:

@@ -11,6 +11,7 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
+from ..encoders.sources import ProvenanceError
 from ..errors import SparseirError, UsageError
 from ..index.format import IndexFormatError
 from ..index.live import LiveIndex, open_index
@@ -237,19 +238,24 @@ class Searcher:
         """The stored document ``{"id", "title", "text", ...}``; ``None`` if absent, deleted or not stored."""
         return self.index.doc(doc_id)
 
-    def explain(self, query: Query, doc_id: str) -> list[Contribution]:
+    def explain(self, query: Query, doc_id: str, provenance: bool = False) -> list[Contribution]:
         """Each dimension shared by the query and ``doc_id``, largest contribution first.
 
         The products sum to the document's score. Raises :class:`DocumentNotFoundError` for an
-        id that is not a live document.
+        id that is not a live document. ``provenance=True`` re-encodes the stored text (and a text
+        query) and fills each contribution's ``doc_sources`` (and ``query_sources``) with the words
+        its weight comes from; see :meth:`~sparseir.encoders.SparseEncoder.provenance`. A dimension the
+        re-encoded text does not produce (a document added with vectors made elsewhere) gets no sources.
         """
         ix = self.index
         pos = ix.position(doc_id)
         if pos is None:
-            raise DocumentNotFoundError(f"document {doc_id!r} is not in the index")
+            raise DocumentNotFoundError(f"document {doc_id!r} is not in the index {ix.path} (absent or deleted)")
         s, doc = ix.locate(pos)
         seg = ix.segments[s]
         q = self.query_vectors(query)
+        if q.shape[0] != 1:
+            raise UsageError(f"explain takes one query, got {q.shape[0]}")
         terms = ix.terms
         out = []
         for t, w in zip(q.indices, q.data):
@@ -258,7 +264,29 @@ class Searcher:
             if p < hi and seg.docs[p] == doc:
                 dw = float(seg.impacts[p]) * ix.scale
                 out.append(Contribution(terms[int(t)], float(w), dw, float(w) * dw))
-        return sorted(out, key=lambda c: -c.product)
+        out.sort(key=lambda c: -c.product)
+        return add_sources(out, self.encoder, query, self._stored_text(doc_id)) if provenance else out
+
+    def _stored_text(self, doc_id: str) -> str:
+        """The stored text of ``doc_id`` (a live document), for provenance."""
+        if not self.index.settings.get("store"):
+            raise ProvenanceError(f"{self.index.path} keeps no document text (built with --no-store), so provenance "
+                                  "cannot re-encode the document; rebuild the index with its document store")
+        stored = self.doc(doc_id)
+        if stored is None or not isinstance(stored.get("text"), str):
+            raise ProvenanceError(f"document {doc_id!r} has no stored text in {self.index.path}")
+        return stored["text"]
+
+
+def add_sources(contributions: list[Contribution], encoder: SparseEncoder, query: Query,
+                doc_text: str) -> list[Contribution]:
+    """``contributions`` with their source words: ``doc_text`` (and ``query`` when it is a text) re-encoded by
+    ``encoder`` (:meth:`~sparseir.encoders.SparseEncoder.provenance`), matched by term."""
+    dims = {t: i for i, t in enumerate(encoder.terms)}
+    doc_sources = encoder.provenance(doc_text)
+    query_sources = encoder.provenance(query, is_query=True) if isinstance(query, str) else None
+    return [c._replace(query_sources=query_sources.get(dims[c.term], []) if query_sources is not None else None,
+                       doc_sources=doc_sources.get(dims[c.term], [])) for c in contributions]
 
 
 def merge_topk(parts: list[TopK], bases: np.ndarray, n: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

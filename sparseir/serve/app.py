@@ -20,6 +20,7 @@ from typing import Any
 
 import scipy.sparse as sp
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Query as Param
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import APIKeyHeader
@@ -227,7 +228,7 @@ def create_app(config: ServeConfig) -> FastAPI:
             for rank, (hit, contributions) in enumerate(hits, 1):
                 row: dict[str, Any] = {"rank": rank, "doc_id": hit.doc_id, "score": hit.score}
                 if explain:
-                    row["explain"] = [c._asdict() for c in contributions]
+                    row["explain"] = [c.to_dict() for c in contributions]
                 if fields:
                     doc = e.doc(hit.doc_id) or {}
                     row["doc"] = {f: doc.get(f) for f in fields if f in doc}
@@ -238,12 +239,13 @@ def create_app(config: ServeConfig) -> FastAPI:
     @app.post("/explain", summary="the dimensions behind one document's score for a query")
     async def explain(req: ExplainRequest) -> dict:
         [vector] = await vectors_of([req.query])
-        try:
-            contributions = await run("pool", engine().explain, vector, req.doc_id)
+        text = req.query if req.provenance else None
+        try:  # provenance re-encodes the query and the document: the encoding pool's work
+            contributions = await run("encoding" if text else "pool", engine().explain, vector, req.doc_id, text)
         except KeyError:
             raise HTTPException(404, f"document {req.doc_id!r} is not in the index") from None
         return {"doc_id": req.doc_id, "score": sum(c.product for c in contributions),
-                "explain": [c._asdict() for c in contributions]}
+                "explain": [c.to_dict() for c in contributions]}
 
     @app.post("/encode", summary="sparse vectors as {term: weight}")
     async def encode(req: EncodeRequest) -> dict:
@@ -263,6 +265,13 @@ def create_app(config: ServeConfig) -> FastAPI:
         if doc is None:
             raise HTTPException(404, f"document {doc_id!r} is not in the index")
         return doc
+
+    @app.get("/inspect", summary="one dimension: its top documents, document frequency, weights, SAE label")
+    async def inspect(term: str = Param(..., min_length=1, max_length=256, description="a term or SAE feature"),
+                      top: int = Param(10, ge=1, le=1000), spans: bool = Param(
+                          False, description="re-encode the top documents for the words the dimension comes from")
+                      ) -> dict:
+        return await run("encoding" if spans else "pool", engine().inspect, term, top, spans)
 
     # --- writing --------------------------------------------------------------------------------
     @app.post("/documents", dependencies=[Depends(writer_key)],

@@ -129,9 +129,21 @@ class Engine:
         return [[(h, s.explain(v, h.doc_id)[:explain] if explain else []) for h in results[str(i)]]
                 for i, v in enumerate(vectors)]
 
-    def explain(self, vector: sp.csr_matrix, doc_id: str) -> list[Contribution]:
+    def explain(self, vector: sp.csr_matrix, doc_id: str, text: str | None = None) -> list[Contribution]:
+        """Contributions of ``doc_id`` to the query ``vector``; given the query ``text``, with source words."""
         with self._pool.searcher() as s:
-            return s.explain(vector, doc_id)
+            return s.explain(text, doc_id, provenance=True) if text is not None else s.explain(vector, doc_id)
+
+    def inspect(self, term: str, top: int = 10, spans: bool = False) -> dict[str, Any]:
+        """:func:`~sparseir.search.dimensions.inspect_dimension` on the served commit; ``spans`` adds each top
+        document's source words."""
+        from ..search.dimensions import inspect_dimension, source_spans
+
+        index = self._pool.index
+        report = inspect_dimension(index, term, top=top)
+        if spans:
+            source_spans(index, self.encoder, report)
+        return report
 
     def doc(self, doc_id: str) -> dict | None:
         """The stored document, or ``None``."""

@@ -60,6 +60,14 @@ class SearchRequest(Strict):
 class ExplainRequest(Strict):
     query: Query
     doc_id: DocId
+    provenance: bool = Field(False, description="add each dimension's source words (character spans) in the "
+                                                "query text and the stored document; needs a text query")
+
+    @model_validator(mode="after")
+    def _text_for_provenance(self) -> ExplainRequest:
+        if self.provenance and not isinstance(self.query, str):
+            raise ValueError("provenance needs a text query (source words are spans of its text)")
+        return self
 
 
 class EncodeRequest(Strict):

@@ -61,9 +61,21 @@ class ShardedEngine(Engine):
             results = self.searcher.batch_search(sp.vstack(list(vectors), format="csr"), k=k)
             return self._explained(self.searcher, vectors, results, explain)
 
-    def explain(self, vector: sp.csr_matrix, doc_id: str) -> list[Contribution]:
+    def explain(self, vector: sp.csr_matrix, doc_id: str, text: str | None = None) -> list[Contribution]:
+        from ..encoders.sources import ProvenanceError
+        from ..search.searcher import add_sources
+
         with self._busy:
-            return self.searcher.explain(vector, doc_id)
+            contributions = self.searcher.explain(vector, doc_id)
+            stored = self.searcher.doc(doc_id) if text is not None else None
+        if text is None:
+            return contributions
+        if not stored or not isinstance(stored.get("text"), str):
+            raise ProvenanceError(f"document {doc_id!r} has no stored text (a shard built with --no-store?)")
+        return add_sources(contributions, self.encoder, text, stored["text"])
+
+    def inspect(self, term: str, top: int = 10, spans: bool = False) -> dict[str, Any]:
+        raise UsageError("the dimension browser is not served for a sharded index; run `sparseir inspect` on a shard")
 
     def doc(self, doc_id: str) -> dict | None:
         with self._busy:

@@ -25,12 +25,46 @@ async function api(method, path, body) {
   return data;
 }
 
-function chart(contributions) {
+// `text` with each source span in a <mark>; `width` > 0 shows that many characters around the first span.
+function marked(text, sources, width) {
+  const spans = sources.filter((s) => s.start !== null).sort((a, b) => a.start - b.start);
+  const start = width && spans.length ? Math.max(0, spans[0].start - 60) : 0;
+  const end = width ? Math.min(text.length, start + width) : text.length;
+  const out = [start ? "…" : ""];
+  let pos = start;
+  for (const s of spans) {
+    if (s.start < pos || s.end > end) continue;
+    out.push(text.slice(pos, s.start), el("mark", {}, text.slice(s.start, s.end)));
+    pos = s.end;
+  }
+  out.push(text.slice(pos, end) + (end < text.length ? "…" : ""));
+  return out;
+}
+
+// Hovering a term marks its source words in the query and the document (fetched once per hit).
+async function showSources(hit, term, snippet) {
+  hit.sources ??= api("POST", "/explain", { query: query(), doc_id: hit.doc_id, provenance: true })
+    .then((r) => Object.fromEntries(r.explain.map((c) => [c.term, c])));
+  try {
+    const c = (await hit.sources)[term] || {};
+    snippet.replaceChildren(...marked((hit.doc || {}).text || "", c.doc_sources || [], SNIPPET));
+    $("query-view").replaceChildren(...marked(query(), c.query_sources || [], 0));
+  } catch (err) {
+    $("query-view").textContent = err.message;
+  }
+}
+
+const query = () => new URLSearchParams(location.search).get("q") || "";
+const PINNED = new URLSearchParams(location.search).get("term");  // ?term=T: mark T's sources without hovering
+
+function chart(contributions, hit, snippet) {
   const top = contributions.slice(0, BARS);
   const max = Math.max(...top.map((c) => c.product), 1e-12);
-  const rows = top.map((c) => el("div", { class: "bar-row", title:
+  const rows = top.map((c) => el("div", { class: "bar-row", onmouseenter: () => showSources(hit, c.term, snippet),
+      onmouseleave: () => { snippet.replaceChildren(...marked((hit.doc || {}).text || "", [], SNIPPET));
+                            $("query-view").textContent = query(); }, title:
       `${c.term}: query ${c.query_weight.toFixed(3)} × doc ${c.doc_weight.toFixed(3)} = ${c.product.toFixed(4)}` },
-    el("span", { class: "bar-term" }, c.term),
+    el("span", { class: "bar-term", onclick: () => showDimension(c.term) }, c.term),
     el("span", { class: "bar-track" }, el("span", { class: "bar", style: `display:block;width:${(100 * c.product / max).toFixed(1)}%` })),
     el("span", { class: "bar-value" }, c.product.toFixed(3))));
   return el("div", { class: "chart" },
@@ -40,7 +74,7 @@ function chart(contributions) {
 
 function hitItem(hit) {
   const doc = hit.doc || {};
-  const text = doc.text || "";
+  const snippet = el("p", { class: "snippet" }, ...marked(doc.text || "", [], SNIPPET));
   const title = el("a", { class: "title", href: `#doc=${encodeURIComponent(hit.doc_id)}`,
                           onclick: (e) => { e.preventDefault(); showDoc(hit.doc_id); } },
                    doc.title || hit.doc_id);
@@ -48,8 +82,9 @@ function hitItem(hit) {
     el("div", { class: "hit-head" }, el("span", { class: "rank" }, `${hit.rank}.`), title,
        el("span", { class: "score" }, hit.score.toFixed(4))),
     doc.title ? el("div", { class: "docid" }, hit.doc_id) : "",
-    el("p", { class: "snippet" }, text.length > SNIPPET ? text.slice(0, SNIPPET) + "…" : text));
-  return el("li", { class: "hit", "data-doc-id": hit.doc_id }, left, chart(hit.explain || []));
+    snippet);
+  if ((hit.explain || []).some((c) => c.term === PINNED)) hit.pending = showSources(hit, PINNED, snippet);
+  return el("li", { class: "hit", "data-doc-id": hit.doc_id }, left, chart(hit.explain || [], hit, snippet));
 }
 
 async function search(query) {
@@ -61,7 +96,9 @@ async function search(query) {
   $("status").classList.remove("error");
   try {
     const res = await api("POST", "/search", body);
+    $("query-view").textContent = query;
     $("results").replaceChildren(...res.hits.map(hitItem));
+    await Promise.all(res.hits.map((h) => h.pending));
     $("status").textContent = `${res.hits.length} results in ${res.took_ms.toFixed(1)} ms (commit ${res.generation})`;
   } catch (err) {
     $("results").replaceChildren();
@@ -86,6 +123,25 @@ async function showDoc(id) {
   } catch (err) {
     $("doc-text").textContent = err.message;
     $("doc-text").classList.add("error");
+  }
+}
+
+// The dimension browser: a term's top documents (with the words it comes from), frequency and weights.
+async function showDimension(term) {
+  $("doc-title").textContent = term;
+  $("doc-fields").replaceChildren();
+  $("doc-view").hidden = false;
+  try {
+    const r = await api("GET", `/inspect?term=${encodeURIComponent(term)}&top=10&spans=${stored}`);
+    const q = r.weights.quantiles;
+    $("doc-id").textContent = `dimension ${r.dim} · in ${r.df.toLocaleString()} of ${r.n_docs.toLocaleString()} ` +
+      `documents · weight median ${(q["0.5"] || 0).toFixed(3)}, max ${(q["1.0"] || 0).toFixed(3)}`;
+    $("doc-text").textContent = r.sae ? `SAE feature ${r.sae.label || ""} · ${r.sae.note || ""}` : "";
+    $("doc-fields").replaceChildren(...r.top.flatMap((d) => [
+      el("dt", {}, `${d.weight.toFixed(3)}  ${d.title || d.doc_id}`),
+      el("dd", {}, ...(d.context ? d.context.split(/\[\[|\]\]/).map((p, i) => (i % 2 ? el("mark", {}, p) : p)) : []))]));
+  } catch (err) {
+    $("doc-id").textContent = err.message;
   }
 }
 
@@ -117,6 +173,7 @@ async function init() {
   if (params.get("k")) $("k").value = params.get("k");
   if (params.get("q")) { $("q").value = params.get("q"); await search(params.get("q")); }
   if (params.get("doc")) await showDoc(params.get("doc"));
+  if (params.get("inspect")) await showDimension(params.get("inspect"));
   document.body.dataset.ready = "1";
 }
 
