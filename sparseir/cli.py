@@ -207,6 +207,11 @@ def cmd_optimize(args: argparse.Namespace) -> None:
         gen = writer.commit()
     print(f"optimized {args.index} to at most {args.max_segments} segment(s){' (reordered)' if args.reorder else ''}, "
           f"commit {gen}")
+    if args.approx:
+        from .search import save_approx
+
+        for folder in save_approx(args.index):
+            print(f"approximate-search structures: {folder}")
 
 
 def cmd_check(args: argparse.Namespace) -> None:
@@ -560,6 +565,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("index")
     p.add_argument("--max-segments", type=int, default=1, help="segments left (default 1)")
     p.add_argument("--reorder", action="store_true", help=REORDER_HELP)
+    p.add_argument("--approx", action="store_true", help="also save the approximate-search structures (default "
+                   "n_postings and block_size) in each segment, so `search --approx` memory-maps them instead of "
+                   "building them in every process")
     p.set_defaults(func=cmd_optimize)
 
     p = sub.add_parser("check", help="verify an index", description="Check every file's sha256 and every posting "

@@ -160,3 +160,89 @@ def test_exact_kernel_crosses_accumulator_chunks(tmp_path):
     expected, _ = brute_force(index, queries, 25)
     for q, exp in enumerate(expected):
         assert list(zip(ids[q, :counts[q]].tolist(), scores[q, :counts[q]].tolist())) == exp
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """(index root, document vectors, queries) of a small topical corpus."""
+    docs, queries = topical(3000, 30, seed=3)
+    path = tmp_path_factory.mktemp("saved") / "ix"
+    write_index(path, [f"d{i}" for i in range(docs.shape[0])], docs, [f"t{j}" for j in range(docs.shape[1])])
+    return path, docs, queries
+
+
+def _same_results(a, b, queries):
+    for x, y in zip(a.search_vectors(queries, 10), b.search_vectors(queries, 10)):
+        assert np.array_equal(x, y)
+
+
+def test_saved_structures_are_memory_mapped_and_search_the_same(small):
+    from sparseir.search import save_approx
+
+    path, _, queries = small
+    ix = SparseIndex.load(path, verify=False)
+    built = ApproxSearcher(ix, params=ApproxParams(n_postings=512))
+    folders = save_approx(path, n_postings=512)
+    assert folders == [ApproxIndex.folder(ix, 512, 32)]
+    loaded = ApproxIndex.open(ix, 512, 32)
+    assert isinstance(loaded.fwd_dims, np.memmap) and loaded.nbytes == built.approx[0].nbytes
+    for source in ("full", "pruned"):
+        _same_results(built.with_params(source=source),
+                      ApproxSearcher(ix, params=ApproxParams(n_postings=512, source=source)), queries)
+    assert ix.nbytes == SparseIndex.load(path, verify=False).nbytes  # the segment's own bytes only
+    assert save_approx(path, n_postings=512) == folders  # already there: kept
+
+
+@pytest.mark.parametrize("damage", ["fwd_dims", "p_docs", "fwd_indptr", "meta", "other-segment"])
+def test_hostile_saved_structures_are_refused_by_name(small, tmp_path, damage):
+    import json
+    import shutil
+
+    from sparseir.index.format import IndexFormatError
+
+    path, docs, _ = small
+    copy = tmp_path / "ix"
+    shutil.copytree(path, copy)
+    seg = SparseIndex.load(copy, verify=False)
+    folder = ApproxIndex(seg, 256, 16).save(seg)
+    if damage == "meta":
+        meta = json.loads((folder / "approx.json").read_text())
+        meta["n_postings"] = 7
+        (folder / "approx.json").write_text(json.dumps(meta))
+        match = "checksum"
+    elif damage == "other-segment":
+        other = write_index(tmp_path / "other", [str(i) for i in range(docs.shape[0] - 1)], docs[1:],
+                            [f"t{j}" for j in range(docs.shape[1])], overwrite=True)
+        seg = SparseIndex.load(other, verify=False)
+        match = "another segment"
+    else:
+        arr = np.load(folder / f"{damage}.npy")
+        arr[len(arr) // 2] = np.iinfo(arr.dtype).max
+        np.save(folder / f"{damage}.npy", arr)
+        match = f"{damage}.npy"
+    with pytest.raises(IndexFormatError, match=match):
+        ApproxIndex.load(folder, seg)
+
+
+def test_kill_9_while_saving_leaves_the_index_usable(small, tmp_path):
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path, _, queries = small
+    copy = tmp_path / "ix"
+    shutil.copytree(path, copy)
+    seg = SparseIndex.load(copy, verify=False)
+    reference = ApproxSearcher(seg)
+    code = f"import sys; from sparseir.search import save_approx; print('GO', flush=True); save_approx({str(copy)!r})"
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        shutil.rmtree(ApproxIndex.folder(seg), ignore_errors=True)
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "GO"
+        time.sleep(float(rng.uniform(0.0, 0.3)))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        _same_results(reference, ApproxSearcher(SparseIndex.load(copy, verify=False)), queries)

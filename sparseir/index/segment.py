@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from .._fs import dir_bytes
 from .format import MANIFEST, IndexFormatError, StringTable, read_json, require, sha256_file
 from .store import StoreReader
 
@@ -102,8 +101,10 @@ class SparseIndex:
 
     @property
     def nbytes(self) -> int:
-        """Bytes on disk of all files of the segment."""
-        return dir_bytes(self.path)
+        """Bytes on disk of the segment's files (its manifest and the files it lists; not the saved
+        approximate-search structures, see ``ApproxIndex.nbytes``)."""
+        files = [self.path / MANIFEST, *(self.path / f["file"] for f in self.manifest["files"].values())]
+        return sum(f.stat().st_size for f in files)
 
     def verify(self) -> None:
         """Check every file's sha256; raises :class:`IndexFormatError` naming the file at fault."""

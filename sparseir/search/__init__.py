@@ -11,7 +11,7 @@ _EXPORTS = {
     "Searcher": "searcher", "Hit": "results", "Contribution": "results", "Run": "results", "to_run": "results", "EncoderMismatchError": "searcher",
     "DocumentNotFoundError": "searcher",
     "numba_threads": "searcher",
-    "ApproxSearcher": "approx", "ApproxIndex": "approx",
+    "ApproxSearcher": "approx", "ApproxIndex": "approx", "save_approx": "approx",
     "ApproxParams": "params", "check_k": "params",
 }
 

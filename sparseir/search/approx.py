@@ -28,9 +28,10 @@ the 1M-document synthetic corpus, where the "pruned" source stays far below 0.95
 better than exact (its near-duplicate documents differ only in mid-weight terms that single-term
 impact pruning drops).
 
-The extra structures are built in memory from the exact index on demand (no change to the
-on-disk format); :attr:`ApproxIndex.nbytes` reports their size. Exact search stays the default:
-use :class:`ApproxSearcher` to opt in.
+The extra structures are built from the exact index on demand, or saved once into the segment
+folder (:func:`save_approx`, ``sparseir optimize --approx``) and memory-mapped from then on;
+:attr:`ApproxIndex.nbytes` reports their size. Exact search stays the default: use
+:class:`ApproxSearcher` to opt in.
 """
 
 from __future__ import annotations
@@ -43,26 +44,36 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
+from .._fs import atomic_dir
 from ..errors import UsageError
-from ..index.format import IndexFormatError
+from ..index.format import FORMAT_NAME, FORMAT_VERSION, IndexFormatError, checksum, read_json, require, sha256_file
 from ..index.live import LiveIndex
 from ..index.segment import SparseIndex
+from ..index.segment_writer import write_json
 from .approx_kernels import (Forward, Knobs, Pruned, Scratch, approx_search_batch, approx_search_one, forward_index,
                              full_search_one, impact_order_float, impact_order_uint8, pruned_lengths)
 from .kernels import CORRUPT, Queries, Query, TopK
 from .params import ApproxParams, check_k
-from .searcher import Searcher, merge_topk, numba_threads
+from .searcher import Searcher, as_live, merge_topk, numba_threads
+
+
+#: the arrays of an :class:`ApproxIndex`, saved as ``<name>.npy``
+_ARRAYS = ("fwd_indptr", "fwd_dims", "fwd_vals", "p_offsets", "p_docs", "p_impacts")
+APPROX_META = "approx.json"
 
 
 class ApproxIndex:
-    """The approximate mode's in-memory structures for one segment (:class:`SparseIndex`)."""
+    """The approximate mode's structures for one segment (:class:`SparseIndex`).
+
+    Built from the segment in memory (``ApproxIndex(segment)``, under a second at 366k documents),
+    or saved once next to the segment's postings (:meth:`save`, ``sparseir optimize --approx``) and
+    memory-mapped by every later process (:meth:`open`), so search servers share one copy.
+    """
 
     def __init__(self, index: SparseIndex, n_postings: int = ApproxParams.n_postings,
                  block_size: int = ApproxParams.block_size) -> None:
         ApproxParams(n_postings=n_postings, block_size=block_size)  # validates
         start = time.perf_counter()
-        self.n_postings, self.block_size = n_postings, block_size
-        self.n_docs, self.n_dims = index.n_docs, index.n_dims
         offsets, docs, impacts = index.offsets, np.asarray(index.docs), np.asarray(index.impacts)
         if len(docs) and int(docs.max()) >= index.n_docs:
             raise IndexFormatError(f"{index.path}: posting document ids beyond n_docs ({index.n_docs}), the index "
@@ -71,24 +82,119 @@ class ApproxIndex:
         if int(doc_nnz.sum()) != len(docs):
             raise IndexFormatError(f"{index.path}: doc_nnz disagrees with the postings, the index is corrupt")
         dims_dtype = np.uint16 if index.n_dims <= np.iinfo(np.uint16).max + 1 else np.uint32
-        self.fwd_dims = np.empty(index.n_postings, dtype=dims_dtype)
-        self.fwd_vals = np.empty(index.n_postings, dtype=impacts.dtype)
-        self.fwd_indptr = forward_index(offsets, docs, impacts, doc_nnz, self.fwd_dims, self.fwd_vals)
-        self.p_offsets = np.zeros(index.n_dims + 1, dtype=np.int64)
-        np.cumsum(pruned_lengths(offsets, n_postings), out=self.p_offsets[1:])
-        self.p_docs = np.empty(self.p_offsets[-1], dtype=np.uint32)
-        self.p_impacts = np.empty(self.p_offsets[-1], dtype=impacts.dtype)
+        fwd_dims = np.empty(index.n_postings, dtype=dims_dtype)
+        fwd_vals = np.empty(index.n_postings, dtype=impacts.dtype)
+        fwd_indptr = forward_index(offsets, docs, impacts, doc_nnz, fwd_dims, fwd_vals)
+        p_offsets = np.zeros(index.n_dims + 1, dtype=np.int64)
+        np.cumsum(pruned_lengths(offsets, n_postings), out=p_offsets[1:])
+        p_docs = np.empty(p_offsets[-1], dtype=np.uint32)
+        p_impacts = np.empty(p_offsets[-1], dtype=impacts.dtype)
         order = impact_order_uint8 if impacts.dtype == np.uint8 else impact_order_float
-        order(offsets, docs, impacts, self.p_offsets, self.p_docs, self.p_impacts)
+        order(offsets, docs, impacts, p_offsets, p_docs, p_impacts)
+        self._set(index, n_postings, block_size, dict(fwd_indptr=fwd_indptr, fwd_dims=fwd_dims, fwd_vals=fwd_vals,
+                                                      p_offsets=p_offsets, p_docs=p_docs, p_impacts=p_impacts))
+        self.build_seconds = time.perf_counter() - start
+
+    def _set(self, index: SparseIndex, n_postings: int, block_size: int, arrays: dict[str, np.ndarray]) -> None:
+        self.n_postings, self.block_size = n_postings, block_size
+        self.n_docs, self.n_dims = index.n_docs, index.n_dims
+        for name in _ARRAYS:
+            setattr(self, name, arrays[name])
         self.forward = Forward(self.fwd_indptr, self.fwd_dims, self.fwd_vals)
         self.pruned = Pruned(self.p_offsets, self.p_docs, self.p_impacts, block_size)
-        self.build_seconds = time.perf_counter() - start
+        self.build_seconds = 0.0
 
     @property
     def nbytes(self) -> int:
         """Bytes of the forward index and the pruned, impact-ordered lists."""
-        return sum(a.nbytes for a in (self.fwd_indptr, self.fwd_dims, self.fwd_vals, self.p_offsets, self.p_docs,
-                                      self.p_impacts))
+        return sum(getattr(self, name).nbytes for name in _ARRAYS)
+
+    @staticmethod
+    def folder(index: SparseIndex, n_postings: int = ApproxParams.n_postings,
+               block_size: int = ApproxParams.block_size) -> Path:
+        """Where :meth:`save` puts the structures of ``index`` built with these settings."""
+        return index.path / f"approx-p{n_postings}-b{block_size}"
+
+    def save(self, index: SparseIndex) -> Path:
+        """Write the structures into :meth:`folder` of their segment, atomically; returns the folder."""
+        out = self.folder(index, self.n_postings, self.block_size)
+        with atomic_dir(out) as tmp:
+            for name in _ARRAYS:
+                np.save(tmp / f"{name}.npy", getattr(self, name))
+            meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "kind": "approx",
+                    "segment_checksum": index.manifest["checksum"], "n_postings": self.n_postings,
+                    "block_size": self.block_size,
+                    "sha256": {name: sha256_file(tmp / f"{name}.npy") for name in _ARRAYS}}
+            meta["checksum"] = checksum(meta)
+            write_json(tmp / APPROX_META, meta)
+        return out
+
+    @classmethod
+    def load(cls, folder: str | Path, index: SparseIndex, *, verify: bool = False) -> ApproxIndex:
+        """Memory-map structures saved by :meth:`save` for segment ``index``; ``verify`` checks every
+        array's sha256. Arrays are range-checked, so a hostile file cannot send a kernel out of bounds."""
+        folder = Path(folder)
+        meta = read_json(folder / APPROX_META, "approximate-search metadata")
+        require(meta, folder / APPROX_META, n_postings=int, block_size=int, segment_checksum=str, sha256=dict)
+        if meta["segment_checksum"] != index.manifest["checksum"]:
+            raise IndexFormatError(f"{folder}: saved for another segment than {index.path}")
+        if meta["n_postings"] < 1 or meta["block_size"] < 1:
+            raise IndexFormatError(f"{folder / APPROX_META}: n_postings and block_size must be >= 1")
+        arrays = {}
+        for name in _ARRAYS:
+            file = folder / f"{name}.npy"
+            if verify and sha256_file(file) != meta["sha256"].get(name):
+                raise IndexFormatError(f"{file}: sha256 mismatch, the file was modified or is corrupt")
+            try:
+                arrays[name] = np.load(file, mmap_mode="r")
+            except (ValueError, OSError, EOFError) as e:
+                raise IndexFormatError(f"{file}: unreadable or truncated array ({e})") from None
+        _check_arrays(folder, arrays, index, meta["block_size"])
+        self = cls.__new__(cls)
+        self._set(index, meta["n_postings"], meta["block_size"], arrays)
+        return self
+
+    @classmethod
+    def open(cls, index: SparseIndex, n_postings: int = ApproxParams.n_postings,
+             block_size: int = ApproxParams.block_size) -> ApproxIndex:
+        """The saved structures of ``index`` for these settings if there are any, else new ones."""
+        folder = cls.folder(index, n_postings, block_size)
+        return cls.load(folder, index) if (folder / APPROX_META).is_file() else cls(index, n_postings, block_size)
+
+
+def _check_arrays(folder: Path, a: dict[str, np.ndarray], index: SparseIndex, block_size: int) -> None:
+    """Shapes, dtypes and index ranges of loaded :class:`ApproxIndex` arrays (vectorised: cheap)."""
+    def bad(name: str, what: str) -> IndexFormatError:
+        return IndexFormatError(f"{folder / (name + '.npy')}: {what}; remove the folder (`sparseir optimize "
+                                "--approx` rebuilds it)")
+
+    n, n_docs, n_dims = index.n_postings, index.n_docs, index.n_dims
+    for name, dtypes, length in (("fwd_indptr", (np.int64,), n_docs + 1), ("fwd_dims", (np.uint16, np.uint32), n),
+                                 ("fwd_vals", (index.impacts.dtype,), n), ("p_offsets", (np.int64,), n_dims + 1),
+                                 ("p_docs", (np.uint32,), None), ("p_impacts", (index.impacts.dtype,), None)):
+        arr = a[name]
+        if arr.ndim != 1 or arr.dtype not in dtypes or (length is not None and len(arr) != length):
+            raise bad(name, f"shape {arr.shape} / dtype {arr.dtype} do not fit segment {index.path}")
+    for name, total in (("fwd_indptr", n), ("p_offsets", len(a["p_docs"]))):
+        ptr = a[name]
+        if ptr[0] != 0 or ptr[-1] != total or (np.diff(ptr) < 0).any():
+            raise bad(name, "offsets not ascending from 0 to the array length")
+    if len(a["p_impacts"]) != len(a["p_docs"]):
+        raise bad("p_impacts", "length differs from p_docs")
+    if n and int(a["fwd_dims"].max()) >= n_dims:
+        raise bad("fwd_dims", f"a dimension >= n_dims ({n_dims})")
+    if len(a["p_docs"]) and int(a["p_docs"].max()) >= n_docs:
+        raise bad("p_docs", f"a document id >= n_docs ({n_docs})")
+
+
+def save_approx(index: LiveIndex | SparseIndex | str | Path, n_postings: int = ApproxParams.n_postings,
+                block_size: int = ApproxParams.block_size) -> list[Path]:
+    """Save the approximate-search structures of every segment of ``index`` that lacks them."""
+    out = []
+    for seg in as_live(index).segments:
+        folder = ApproxIndex.folder(seg, n_postings, block_size)
+        out.append(folder if (folder / APPROX_META).is_file() else ApproxIndex(seg, n_postings, block_size).save(seg))
+    return out
 
 
 class ApproxSearcher(Searcher):
@@ -116,7 +222,7 @@ class ApproxSearcher(Searcher):
             self.approx = list(given)
         else:
             old = {id(s): a for s, a in zip(getattr(self, "_approx_segments", []), getattr(self, "approx", []))}
-            self.approx = [old.get(id(s)) or ApproxIndex(s, p.n_postings, p.block_size) for s in index.segments]
+            self.approx = [old.get(id(s)) or ApproxIndex.open(s, p.n_postings, p.block_size) for s in index.segments]
         self._given = None  # a refresh builds structures for new segments
         self._approx_segments = list(index.segments)
         self._scratch: list[Scratch | None] = [None] * len(index.segments)
