@@ -73,13 +73,27 @@ def test_pruned_lists_keep_the_top_impacts_in_order(corpus):
             assert approx.p_impacts[s] == approx.p_impacts[s:min(s + approx.block_size, phi)].max()
 
 
-@pytest.mark.parametrize("source", ["full", "pruned"])
+def test_impact_lists_keep_the_highest_impacts_in_doc_order(corpus):
+    index, _, _, approx = corpus
+    impacts = np.asarray(index.impacts)
+    threshold = int(approx.s_impacts.min())
+    assert len(approx.s_docs) == int((impacts >= threshold).sum())  # every posting at or above the threshold
+    assert approx.keep <= len(approx.s_docs) / len(impacts) < approx.keep + 0.05
+    for t in range(0, index.n_dims, 37):
+        lo, hi = index.offsets[t], index.offsets[t + 1]
+        mask = index.impacts[lo:hi] >= threshold
+        slo, shi = approx.s_offsets[t], approx.s_offsets[t + 1]
+        assert approx.s_docs[slo:shi].tolist() == index.docs[lo:hi][mask].tolist()
+        assert approx.s_impacts[slo:shi].tolist() == index.impacts[lo:hi][mask].tolist()
+
+
+@pytest.mark.parametrize("source", ["full", "pruned", "impact"])
 def test_unlimited_knobs_give_exact_results(tmp_path, source):
     docs, queries = topical(1500, 30, seed=3)
     path = write_index(tmp_path / "ix", [str(i) for i in range(1500)], docs, [str(j) for j in range(2000)])
     index = SparseIndex.load(path)
     ei, es, ec = Searcher(index).search_vectors(queries, 10)
-    searcher = ApproxSearcher(index, params=ApproxParams(source=source, n_postings=10**6, **UNLIMITED))
+    searcher = ApproxSearcher(index, params=ApproxParams(source=source, n_postings=10**6, keep=1.0, **UNLIMITED))
     for ids, scores, counts in (searcher.search_vectors(queries, 10),  # batch kernel
                                 [np.concatenate(x) for x in zip(*(searcher.search_vectors(queries[q], 10)
                                                                    for q in range(queries.shape[0])))]):
@@ -89,7 +103,7 @@ def test_unlimited_knobs_give_exact_results(tmp_path, source):
             np.testing.assert_array_equal(scores[q, :ec[q]], es[q, :ec[q]])  # bit-identical
 
 
-@pytest.mark.parametrize("source", ["full", "pruned"])
+@pytest.mark.parametrize("source", ["full", "pruned", "impact"])
 def test_default_recall_and_exact_scores(corpus, source):
     index, queries, exact, approx = corpus
     params = ApproxParams(source=source, n_postings=400, block_size=16, heap_factor=0.5 if source == "pruned" else 0.0)
@@ -107,7 +121,7 @@ def test_default_recall_and_exact_scores(corpus, source):
     ("pruned", "candidates", [1, 5, 20, 80, 400]), ("pruned", "budget", [50, 300, 1500, 6000]),
     ("pruned", "query_cut", [1, 2, 4, 8, 12]), ("pruned", "heap_factor", [1.0, 0.9, 0.6, 0.0]),
     ("full", "candidates", [1, 5, 20, 80, 400]), ("full", "query_cut", [1, 2, 4, 8, 12]),
-    ("full", "heap_factor", [1.0, 0.9, 0.6, 0.0])])
+    ("full", "heap_factor", [1.0, 0.9, 0.6, 0.0]), ("impact", "candidates", [1, 5, 20, 80, 400])])
 def test_knobs_trade_work_for_recall_monotonically(corpus, source, knob, values):
     index, queries, exact, approx = corpus
     params = ApproxParams(source=source, n_postings=400, block_size=16, **UNLIMITED)
@@ -117,7 +131,7 @@ def test_knobs_trade_work_for_recall_monotonically(corpus, source, knob, values)
     assert recalls[-1] > recalls[0] or recalls[0] == 1.0
 
 
-@pytest.mark.parametrize("source", ["full", "pruned"])
+@pytest.mark.parametrize("source", ["full", "pruned", "impact"])
 def test_candidates_only_add_documents(corpus, source):
     index, queries, _, approx = corpus
     params = ApproxParams(source=source, n_postings=400, block_size=16, **UNLIMITED)
@@ -138,6 +152,9 @@ def test_bad_params_are_rejected(corpus):
         ApproxParams(budget=-1)
     with pytest.raises(ValueError, match="source"):
         ApproxParams(source="dense")
+    for keep in (0.0, 1.5):
+        with pytest.raises(ValueError, match="keep"):
+            ApproxParams(keep=keep)
     with pytest.raises(ValueError, match="n_postings/block_size"):
         ApproxSearcher(index, params=ApproxParams(), approx=approx)
 
@@ -182,18 +199,19 @@ def test_saved_structures_are_memory_mapped_and_search_the_same(small):
     path, _, queries = small
     ix = SparseIndex.load(path, verify=False)
     built = ApproxSearcher(ix, params=ApproxParams(n_postings=512))
-    folders = save_approx(path, n_postings=512)
-    assert folders == [ApproxIndex.folder(ix, 512, 32)]
-    loaded = ApproxIndex.open(ix, 512, 32)
+    folders = save_approx(path, ApproxParams(n_postings=512))
+    assert folders == [ApproxIndex.folder(ix, 512, 32, 0.3)]
+    loaded = ApproxIndex.open(ix, 512, 32, 0.3)
     assert isinstance(loaded.fwd_dims, np.memmap) and loaded.nbytes == built.approx[0].nbytes
-    for source in ("full", "pruned"):
+    for source in ("full", "pruned", "impact"):
         _same_results(built.with_params(source=source),
                       ApproxSearcher(ix, params=ApproxParams(n_postings=512, source=source)), queries)
     assert ix.nbytes == SparseIndex.load(path, verify=False).nbytes  # the segment's own bytes only
-    assert save_approx(path, n_postings=512) == folders  # already there: kept
+    assert save_approx(path, ApproxParams(n_postings=512)) == folders  # already there: kept
 
 
-@pytest.mark.parametrize("damage", ["fwd_dims", "p_docs", "fwd_indptr", "meta", "other-segment"])
+@pytest.mark.parametrize("damage", ["fwd_dims", "p_docs", "s_docs", "fwd_indptr", "s_offsets", "meta",
+                                    "other-segment"])
 def test_hostile_saved_structures_are_refused_by_name(small, tmp_path, damage):
     import json
     import shutil

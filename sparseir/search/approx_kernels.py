@@ -126,6 +126,22 @@ def impact_order_float(offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarra
 
 
 @njit(cache=True, nogil=True)
+def impact_prune(offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarray, threshold: float,
+                 out_offsets: np.ndarray, out_docs: np.ndarray, out_impacts: np.ndarray) -> int:
+    """Copy every posting with ``impact >= threshold``, lists still doc-sorted; returns how many."""
+    n = 0
+    for t in range(offsets.shape[0] - 1):
+        out_offsets[t] = n
+        for p in range(offsets[t], offsets[t + 1]):
+            if impacts[p] >= threshold:
+                out_docs[n] = docs[p]
+                out_impacts[n] = impacts[p]
+                n += 1
+    out_offsets[offsets.shape[0] - 1] = n
+    return n
+
+
+@njit(cache=True, nogil=True)
 def _select_terms(q_dims: np.ndarray, q_weights: np.ndarray, query_cut: int) -> np.ndarray:
     """Positions of the ``query_cut`` heaviest query dims."""
     order = np.argsort(-q_weights, kind="mergesort")
@@ -226,7 +242,8 @@ def rescore(fw: Forward, q_dense: np.ndarray, cand_ids: np.ndarray, cand_scores:
 @njit(cache=True, nogil=True)
 def full_search_one(p: Postings, fw: Forward, q: Query, kn: Knobs, sc: Scratch, out_ids: np.ndarray,
                     out_scores: np.ndarray) -> int:
-    """Approximate top-k from the full lists of the ``query_cut`` heaviest query dims.
+    """Approximate top-k from the lists ``p`` (the full ones, or the impact-pruned ones) of the
+    ``query_cut`` heaviest query dims.
 
     Their exact partial scores (the exact kernel, on fewer dims, deleted documents skipped) give
     the ``candidates`` best documents, which are re-scored exactly with every query dim.

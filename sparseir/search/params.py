@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 
 from ..errors import UsageError
 
-SOURCES = ("pruned", "full")
+SOURCES = ("pruned", "full", "impact")
 
 
 def check_k(k: int) -> int:
@@ -19,16 +19,17 @@ def check_k(k: int) -> int:
 
 @dataclass(frozen=True)
 class ApproxParams:
-    """Knobs of the approximate mode. Build-time: ``n_postings``, ``block_size``; the rest per query.
+    """Knobs of the approximate mode. Build-time: ``n_postings``, ``block_size``, ``keep``; the rest per query.
 
     The defaults reach recall@10 >= 0.95 of exact search on SciFact splade-tiny vectors and on
     the 1M-document synthetic corpus (see ``bench/results/speed.md``). Larger ``query_cut``,
     ``candidates``, ``budget``, ``n_postings`` and smaller ``heap_factor`` trade speed for recall.
     """
 
-    source: str = "full"        #: candidates from the "full" lists of the cut dims, or "pruned" blocks
+    source: str = "full"        #: candidates from the "full" or "impact"-pruned lists of the cut dims, or "pruned" blocks
     n_postings: int = 4096      #: "pruned": postings kept per dimension (the highest impacts)
     block_size: int = 32        #: "pruned": postings per block; a block's summary is its maximum impact
+    keep: float = 0.3           #: "impact": fraction of all postings kept, the highest impacts
     query_cut: int = 12         #: heaviest query dimensions that generate candidates
     budget: int = 20_000        #: "pruned": distinct documents touched per query (0: no limit)
     candidates: int = 200       #: most documents re-scored exactly
@@ -42,6 +43,8 @@ class ApproxParams:
             raise UsageError(f"source must be one of {SOURCES}, got {self.source!r}")
         if self.budget < 0:
             raise UsageError(f"budget must be >= 0, got {self.budget}")
+        if not 0.0 < self.keep <= 1.0:
+            raise UsageError(f"keep must be in (0, 1], got {self.keep}")
         if not 0.0 <= self.heap_factor <= 1.0:
             raise UsageError(f"heap_factor must be in [0, 1], got {self.heap_factor}")
 
@@ -67,6 +70,7 @@ _KNOB_HELP = {
     "source": f"where candidates come from: {' or '.join(SOURCES)}",
     "n_postings": "postings kept per dimension",
     "block_size": "postings per block",
+    "keep": "fraction of postings kept by static impact pruning (source impact)",
     "query_cut": "heaviest query dimensions traversed",
     "budget": "distinct documents touched per query, 0 = no limit",
     "candidates": "most documents re-scored exactly",
