@@ -205,12 +205,13 @@ def cmd_optimize(args: argparse.Namespace) -> None:
     with open_writer(args.index) as writer:
         writer.optimize(args.max_segments, reorder=args.reorder)
         gen = writer.commit()
+        shards = [w.path for w in getattr(writer, "writers", [writer])]
     print(f"optimized {args.index} to at most {args.max_segments} segment(s){' (reordered)' if args.reorder else ''}, "
           f"commit {gen}")
     if args.approx:
         from .search import save_approx
 
-        for folder in save_approx(args.index):
+        for folder in (f for shard in shards for f in save_approx(shard)):
             print(f"approximate-search structures: {folder}")
 
 

@@ -187,6 +187,15 @@ def test_cli_on_a_sharded_index(built, small_slice, tmp_path, capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["n_shards"] == 3 and info["n_docs"] == 120 + 2 - 2
     assert main(["check", str(sh)]) == 0 and main(["optimize", str(sh)]) == 0
+    capsys.readouterr()
+    assert main(["optimize", str(sh), "--reorder", "--approx"]) == 0  # every shard, and its approx structures
+    assert capsys.readouterr().out.count("approximate-search structures") == 3
+    assert main(["search", str(sh), "glioma stem cells", "-k", "5", "--json"]) == 0
+    reordered = json.loads(capsys.readouterr().out)
+    assert [(h["doc_id"], round(h["score"], 4)) for h in reordered[0]["hits"]] == \
+        [(h["doc_id"], round(h["score"], 4)) for h in outputs[3][0]["hits"]]
+    assert main(["index", str(small_slice), "--encoder", str(SPLADE_TINY), "--out", str(tmp_path / "y"),
+                 "--shards", "2", "--reorder"]) == 2
     assert main(["search", str(flat), "q", "--ray"]) == 2  # --ray needs a sharded index
     assert main(["index", str(small_slice), "--encoder", str(SPLADE_TINY), "--out", str(tmp_path / "x"),
                  "--shards", "0"]) == 2

@@ -147,10 +147,11 @@ class ShardedWriter:
         self.writers[shard].add_segments(folders)
         self.map = replace(self.map, next_seq=self.map.next_seq + n_seqs)
 
-    def optimize(self, max_segments: int = 1) -> None:
-        """Merge every shard down to at most ``max_segments`` segments (takes effect with :meth:`commit`)."""
+    def optimize(self, max_segments: int = 1, *, reorder: bool = False) -> None:
+        """Merge every shard down to at most ``max_segments`` segments, each reordered if ``reorder``
+        (see :meth:`IndexWriter.optimize`; takes effect with :meth:`commit`)."""
         for w in self.writers:
-            w.optimize(max_segments)
+            w.optimize(max_segments, reorder=reorder)
 
     def commit(self) -> tuple[int, ...]:
         """Commit every shard (the shard map first: sequence numbers are reserved before they are used);

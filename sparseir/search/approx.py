@@ -6,11 +6,11 @@ similar upper bounds, so dynamic pruning skips little. This mode bounds the work
 1. **Query-term cut**: only the ``query_cut`` heaviest query dimensions generate candidates.
 2. **Candidates**, from one of three sources:
 
-   - ``"full"`` (default): the exact kernel runs on the full posting lists of the cut dims only;
+   - ``"full"``: the exact kernel runs on the full posting lists of the cut dims only;
      the ``candidates`` best partial scores are kept. The heaviest query dims of SPLADE-like
      vectors are the rarer ones: on the 1M-document benchmark the 12 heaviest of ~50 dims hold
      about a fifth of the postings a query touches.
-   - ``"impact"`` (**static impact pruning**): the same, over lists that keep only the ``keep``
+   - ``"impact"`` (default; **static impact pruning**): the same, over lists that keep only the ``keep``
      fraction of all postings with the highest impacts (one global threshold; doc order kept).
      Low impacts move few documents across the top-k boundary, so the best partial scores
      still contain the top documents (``bench/results/speed.md``: realtext).
@@ -27,10 +27,8 @@ similar upper bounds, so dynamic pruning skips little. This mode bounds the work
 
 Each segment of a live index gets its own structures; deleted documents are never candidates;
 the per-segment results are merged as in exact search. The defaults were picked by measurement
-(``bench/results/speed.md``): recall@10 >= 0.95 of exact on SciFact splade-tiny vectors and on
-the 1M-document synthetic corpus, where the "pruned" source stays far below 0.95 at any speed
-better than exact (its near-duplicate documents differ only in mid-weight terms that single-term
-impact pruning drops).
+(``bench/README.md``, "The approximate mode"): recall@10 >= 0.95 of exact on SciFact and on
+realtext (splade-tiny vectors), where "impact" is the fastest source at that recall.
 
 The extra structures are built from the exact index on demand, or saved once into the segment
 folder (:func:`save_approx`, ``sparseir optimize --approx``) and memory-mapped from then on;

@@ -21,18 +21,19 @@ def check_k(k: int) -> int:
 class ApproxParams:
     """Knobs of the approximate mode. Build-time: ``n_postings``, ``block_size``, ``keep``; the rest per query.
 
-    The defaults reach recall@10 >= 0.95 of exact search on SciFact splade-tiny vectors and on
-    the 1M-document synthetic corpus (see ``bench/results/speed.md``). Larger ``query_cut``,
-    ``candidates``, ``budget``, ``n_postings`` and smaller ``heap_factor`` trade speed for recall.
+    The defaults reach recall@10 >= 0.95 of exact search on SciFact and on realtext (366k real
+    documents, MS MARCO queries) with splade-tiny vectors (see ``bench/results/speed.md``). Larger
+    ``keep``, ``query_cut``, ``candidates``, ``budget``, ``n_postings`` and smaller ``heap_factor``
+    trade speed for recall.
     """
 
-    source: str = "full"        #: candidates from the "full" or "impact"-pruned lists of the cut dims, or "pruned" blocks
+    source: str = "impact"      #: candidates from the "impact"-pruned or "full" lists of the cut dims, or "pruned" blocks
     n_postings: int = 4096      #: "pruned": postings kept per dimension (the highest impacts)
     block_size: int = 32        #: "pruned": postings per block; a block's summary is its maximum impact
     keep: float = 0.3           #: "impact": fraction of all postings kept, the highest impacts
     query_cut: int = 12         #: heaviest query dimensions that generate candidates
     budget: int = 20_000        #: "pruned": distinct documents touched per query (0: no limit)
-    candidates: int = 200       #: most documents re-scored exactly
+    candidates: int = 100       #: most documents re-scored exactly
     heap_factor: float = 0.0    #: stop re-scoring below heap_factor * k-th exact score (0: score all)
 
     def __post_init__(self) -> None:

@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from ..search.params import ApproxParams
+
 #: Bounds of one request (the body size is bounded separately, see ``ServeConfig.max_body_bytes``).
 MAX_K = 1000
 MAX_QUERIES = 256
@@ -30,11 +32,11 @@ class Strict(BaseModel):
 class ApproxKnobs(Strict):
     """Per-query knobs of the approximate mode (see :class:`sparseir.search.ApproxParams`)."""
 
-    source: Literal["full", "pruned"] = "full"
-    query_cut: int = Field(12, ge=1, le=MAX_TERMS)
-    budget: int = Field(20_000, ge=0, le=100_000_000)
-    candidates: int = Field(200, ge=1, le=1_000_000)
-    heap_factor: float = Field(0.0, ge=0.0, le=1.0)
+    source: Literal["impact", "full", "pruned"] = ApproxParams.source
+    query_cut: int = Field(ApproxParams.query_cut, ge=1, le=MAX_TERMS)
+    budget: int = Field(ApproxParams.budget, ge=0, le=100_000_000)
+    candidates: int = Field(ApproxParams.candidates, ge=1, le=1_000_000)
+    heap_factor: float = Field(ApproxParams.heap_factor, ge=0.0, le=1.0)
 
 
 class SearchRequest(Strict):
