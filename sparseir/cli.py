@@ -205,25 +205,27 @@ def cmd_optimize(args: argparse.Namespace) -> None:
     with open_writer(args.index) as writer:
         writer.optimize(args.max_segments, reorder=args.reorder)
         gen = writer.commit()
-        shards = [w.path for w in getattr(writer, "writers", [writer])]
     print(f"optimized {args.index} to at most {args.max_segments} segment(s){' (reordered)' if args.reorder else ''}, "
           f"commit {gen}")
     if args.approx:
         from .search import save_approx
 
-        for folder in (f for shard in shards for f in save_approx(shard)):
+        for folder in (f for path in _index_paths(args.index) for f in save_approx(path)):
             print(f"approximate-search structures: {folder}")
 
 
 def cmd_check(args: argparse.Namespace) -> None:
     from .index import open_index
     from .index.check import check_postings
+    from .search.approx import ApproxIndex
 
     for path in _index_paths(args.index):
         index = open_index(path, verify=True)
         index.verify()
         for seg in index.segments:
             check_postings(seg)
+            for folder in sorted(seg.path.glob("approx-*")):  # saved approximate-search structures
+                ApproxIndex.load(folder, seg, verify=True)
         print(f"{index.path}: OK, commit {index.generation}, {len(index.segments)} segments, {index.n_docs} live "
               f"documents, every checksum and posting list valid")
 

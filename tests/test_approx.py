@@ -264,3 +264,23 @@ def test_kill_9_while_saving_leaves_the_index_usable(small, tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         _same_results(reference, ApproxSearcher(SparseIndex.load(copy, verify=False)), queries)
+
+
+def test_check_verifies_saved_structures(small, tmp_path, capsys):
+    import shutil
+
+    from sparseir.cli import main
+
+    path, _, _ = small
+    copy = tmp_path / "ix"
+    shutil.copytree(path, copy)
+    assert main(["optimize", str(copy), "--approx"]) == 0
+    assert main(["check", str(copy)]) == 0
+    seg = SparseIndex.load(copy, verify=False)
+    vals = ApproxIndex.folder(seg) / "fwd_vals.npy"
+    arr = np.load(vals)
+    arr[0] ^= 1  # same shape and range: only the checksum can tell
+    np.save(vals, arr)
+    capsys.readouterr()
+    assert main(["check", str(copy)]) == 2
+    assert "fwd_vals.npy" in capsys.readouterr().err
