@@ -17,7 +17,7 @@ import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .base import EncoderError, SparseEncoder, Tokens, module_fingerprint, position_limit
-from .pooling import POOLINGS, Trace, VocabHead, bf16_screening_available, dense_trace, pool_logits
+from .pooling import POOLINGS, Trace, VocabHead, SCREENS, best_screen, dense_trace, pool_logits
 
 #: Characters kept per allowed token before tokenising, so a huge document costs no more than a long one.
 CHARS_PER_TOKEN = 64
@@ -62,7 +62,7 @@ class MLMSparseEncoder(SparseEncoder):
     def __init__(self, model_name_or_path: str, *, query_model: str | None = None, max_length: int = 256,
                  query_max_length: int = 64, pooling: str = "max", max_active_dims: int | None = None,
                  batch_size: int = 32, device: str | torch.device | None = None,
-                 max_chunk_elements: int = 1 << 23, screen: bool | None = None) -> None:
+                 max_chunk_elements: int = 1 << 23, screen: str | bool | None = None) -> None:
         super().__init__(batch_size=batch_size, max_active_dims=max_active_dims, device=device)
         if pooling not in POOLINGS:
             raise EncoderError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -70,7 +70,9 @@ class MLMSparseEncoder(SparseEncoder):
         self.query_model_name_or_path = resolve_model_path(str(query_model)) if query_model else None
         self.pooling = pooling
         self.max_chunk_elements = max_chunk_elements
-        self.screen = bf16_screening_available(self.device) if screen is None else screen
+        if screen not in (None, True, False, *SCREENS):
+            raise EncoderError(f"screen must be one of {SCREENS}, True (the fastest here) or False, got {screen!r}")
+        self.screen = best_screen(self.device) if screen in (None, True) else (screen or None)
         self.tokenizer, self.model = self._load(self.model_name_or_path)
         if self.query_model_name_or_path:
             self.query_tokenizer, self.query_model = self._load(self.query_model_name_or_path)
@@ -136,7 +138,7 @@ class MLMSparseEncoder(SparseEncoder):
 
 def pooled_mlm_weights(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                        pooling: str, max_chunk_elements: int, head: VocabHead | None = None,
-                       screen: bool = False, trace: bool = False) -> torch.Tensor | tuple[torch.Tensor, Trace]:
+                       screen: str | None = None, trace: bool = False) -> torch.Tensor | tuple[torch.Tensor, Trace]:
     """``pool_t log1p(relu(logits))`` over non-padding tokens, with bounded logits memory.
 
     ``head`` is ``model``'s split MLM head; models with an unknown head (``None``) run whole,
