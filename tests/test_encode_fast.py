@@ -14,7 +14,7 @@ import torch
 
 from sparseir.corpus import load_corpus
 from sparseir.encoders import EncoderError, MLMSparseEncoder
-from sparseir.encoders.mlm import naive_encode, pooled_mlm_weights
+from sparseir.encoders.mlm import length_groups, naive_encode, pooled_mlm_weights
 from sparseir.encoders.pooling import SCREENS, VocabHead, _bf16_upper, _int8_upper
 from conftest import SCIFACT, SHARED, SPLADE_TINY
 
@@ -55,10 +55,16 @@ def test_bound_holds_on_hostile_features(encoders, screen):
     spiky = torch.randn(17, 128, generator=gen)
     spiky[3, 5] = 500.0  # one outlier sets the scale of the whole document
     cases += [spiky, torch.randn(1, 128, generator=gen) * 20, torch.full((5, 128), 3.0), torch.zeros(3, 128)]
-    for rows in cases:
+    for rows in cases:  # one document at a time, then all in one call (a shared int8 scale), with an empty one
         exact = (rows.double() @ head.weight.double().T + head.bias.double()).amax(0)
-        upper = UPPER[screen](rows, head).double()
+        upper = UPPER[screen](rows, [(0, len(rows))], head)[0].double()
         assert (upper >= exact).all(), (screen, (exact - upper).max().item())
+    bounds = np.cumsum([0, *(len(rows) for rows in cases)]).tolist()
+    spans = [(bounds[0], bounds[0]), *zip(bounds[:-1], bounds[1:])]
+    upper = UPPER[screen](torch.cat(cases), spans, head).double()
+    for i, rows in enumerate(cases):
+        exact = (rows.double() @ head.weight.double().T + head.bias.double()).amax(0)
+        assert (upper[i + 1] >= exact).all(), (screen, i, (exact - upper[i + 1]).max().item())
 
 
 def _boundary_head(head: VocabHead, rows: torch.Tensor, offsets: dict[int, float]) -> VocabHead:
@@ -97,3 +103,12 @@ def test_logits_at_the_screen_boundary(encoders, slices, screen):
 def test_screen_option_is_validated():
     with pytest.raises(EncoderError, match="screen must be one of"):
         MLMSparseEncoder(str(SPLADE_TINY), screen="int4")
+
+
+def test_length_groups_cover_the_batch_in_order():
+    lengths = [256, 250, 240, 120, 118, 60, 59, 58, 3, 2]
+    groups = length_groups(lengths, waste=0.1, min_tokens=200)
+    assert [i for g in groups for i in range(len(lengths))[g]] == list(range(len(lengths)))
+    assert len(groups) > 1 and length_groups([]) == []
+    for g in groups[:-1]:  # every closed group reached min_tokens
+        assert sum(lengths[g]) >= 200

@@ -21,6 +21,9 @@ from .pooling import POOLINGS, Trace, VocabHead, SCREENS, best_screen, dense_tra
 
 #: Characters kept per allowed token before tokenising, so a huge document costs no more than a long one.
 CHARS_PER_TOKEN = 64
+#: A batch runs in groups of similar token counts: padding at most this share of a group's tokens, once
+#: the group holds ``GROUP_MIN_TOKENS`` (smaller groups would pay more in per-call overhead than padding).
+GROUP_WASTE, GROUP_MIN_TOKENS = 0.1, 512
 
 
 def resolve_model_path(name_or_path: str) -> str:
@@ -125,7 +128,18 @@ class MLMSparseEncoder(SparseEncoder):
         return out
 
     def _encode_batch(self, texts: list[str], is_query: bool) -> torch.Tensor:
-        return self._weights(self._batch(texts, is_query), is_query)
+        """Texts arrive sorted by characters; they run in groups of similar token counts, each padded on its own."""
+        batch = self._batch(texts, is_query)
+        lengths = batch["attention_mask"].sum(1)
+        if (self.query_tokenizer if is_query else self.tokenizer).padding_side != "right":
+            return self._weights(batch, is_query)
+        order = torch.argsort(lengths, descending=True, stable=True)
+        out = torch.empty(len(texts), self.dim, device=self.device)
+        for group in length_groups(lengths[order].tolist()):
+            idx = order[group]
+            width = int(lengths[idx[0]])
+            out[idx] = self._weights({k: batch[k][idx, :width] for k in ("input_ids", "attention_mask")}, is_query)
+        return out
 
     def _trace(self, text: str, is_query: bool) -> tuple[torch.Tensor, Trace, Tokens]:
         batch = self._batch([text], is_query, offsets=True)
@@ -134,6 +148,18 @@ class MLMSparseEncoder(SparseEncoder):
         names = tokenizer.convert_ids_to_tokens(batch["input_ids"][0].tolist())
         tokens = [(name, (s, e) if e > s else None) for name, (s, e) in zip(names, batch["offset_mapping"][0].tolist())]
         return weights[0], trace, tokens
+
+
+def length_groups(lengths: list[int], waste: float = GROUP_WASTE, min_tokens: int = GROUP_MIN_TOKENS) -> list[slice]:
+    """Split descending ``lengths`` into runs padded to their first length: a run closes once it holds
+    ``min_tokens`` tokens and the next text would take its padding above ``waste`` of its tokens."""
+    groups, start, total = [], 0, 0
+    for i, n in enumerate(lengths):
+        if total >= min_tokens and lengths[start] * (i - start + 1) > (1 + waste) * (total + n):
+            groups.append(slice(start, i))
+            start, total = i, 0
+        total += n
+    return groups + [slice(start, len(lengths))] if lengths else groups
 
 
 def pooled_mlm_weights(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,

@@ -18,6 +18,7 @@ position whose ``log1p(relu(logit))`` is positive, with its share).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -32,8 +33,8 @@ _BF16_REL = 2.0**-6
 _BF16_OUT = 2.0**-7
 #: Float32 rounding of the int8 screen's scales, norms and sums, covered many times over.
 _MARGIN_REL, _MARGIN_ABS = 1e-5, 1e-4
-#: Vocabulary columns per int8 product: its int32 output stays in L2 cache for the max.
-_VOCAB_BLOCK = 1024
+#: int32 logits per int8 product (rows x vocabulary columns), small enough to stay in cache for the max.
+_BLOCK_ELEMENTS = 1 << 21
 #: Low-precision screens of max pooling (see the module docstring), fastest first.
 SCREENS = ("int8", "bf16")
 
@@ -192,46 +193,55 @@ def _screened_max(hidden: torch.Tensor, pool_mask: torch.Tensor, head: VocabHead
     """Max pooling through a low-precision screen and an exact float32 recompute of its survivors."""
     weight, bias = head.weight, head.bias
     vocab, n_docs = weight.shape[0], hidden.shape[0]
-    feats = head.transform(hidden[pool_mask]).float()  # packed [rows, h], small
-    upper_bound = _int8_upper if screen == "int8" else _bf16_upper
+    feats = head.transform(hidden[pool_mask]).float()  # packed [rows, h]; each document's rows contiguous
+    spans = list(itertools.pairwise([0, *torch.cumsum(pool_mask.sum(1), 0).tolist()]))
+    upper = (_int8_upper if screen == "int8" else _bf16_upper)(feats, spans, head)
     out = torch.zeros(n_docs, vocab, device=hidden.device)
     source = torch.zeros((n_docs, vocab) if trace else (0, 0), dtype=torch.long, device=hidden.device)
-    start = 0
-    for doc, stop in enumerate(torch.cumsum(pool_mask.sum(1), 0).tolist()):
+    for doc, (start, stop) in enumerate(spans):
         if stop > start:
-            rows = feats[start:stop]
-            cand = torch.nonzero(upper_bound(rows, head) > 0).squeeze(1)
-            exact, arg = (rows @ weight[cand].T + bias[cand]).max(0)
+            cand = torch.nonzero(upper[doc] > 0).squeeze(1)
+            exact, arg = (feats[start:stop] @ weight[cand].T + bias[cand]).max(0)
             out[doc, cand] = torch.log1p(torch.relu(exact))
             if trace:
                 source[doc, cand] = arg + start
-        start = stop
     return (out, max_trace(out, source, torch.nonzero(pool_mask)[:, 1])) if trace else out
 
 
-def _bf16_upper(rows: torch.Tensor, head: VocabHead) -> torch.Tensor:
-    """``[vocab]`` upper bounds of ``max_t rows[t] . w_v + b_v`` from a bf16 product (see ``_BF16_REL``)."""
-    approx = (head.weight_bf16 @ rows.to(torch.bfloat16).T).amax(1).float()
-    # Undo the output rounding (monotone), then add the input error.
-    upper = torch.where(approx >= 0, approx * (1 + _BF16_OUT), approx * (1 - _BF16_OUT))
-    return upper + _BF16_REL * rows.norm(dim=1).max() * head.weight_norm + head.bias
+def _bf16_upper(feats: torch.Tensor, spans: list[tuple[int, int]], head: VocabHead) -> torch.Tensor:
+    """``[docs, vocab]`` upper bounds of ``max_t feats[t] . w_v + b_v`` over each document's rows
+    ``feats[start:stop]``, from bf16 products (see ``_BF16_REL``); rows of empty documents are meaningless."""
+    upper = torch.zeros(len(spans), head.weight.shape[0], device=feats.device)
+    for doc, (start, stop) in enumerate(spans):
+        if stop > start:
+            rows = feats[start:stop]
+            approx = (head.weight_bf16 @ rows.to(torch.bfloat16).T).amax(1).float()
+            # Undo the output rounding (monotone), then add the input error.
+            upper[doc] = torch.where(approx >= 0, approx * (1 + _BF16_OUT), approx * (1 - _BF16_OUT))
+            upper[doc] += _BF16_REL * rows.norm(dim=1).max() * head.weight_norm + head.bias
+    return upper
 
 
-def _int8_upper(rows: torch.Tensor, head: VocabHead) -> torch.Tensor:
-    """``[vocab]`` upper bounds of ``max_t rows[t] . w_v + b_v`` from an int8 product.
+def _int8_upper(feats: torch.Tensor, spans: list[tuple[int, int]], head: VocabHead) -> torch.Tensor:
+    """As :func:`_bf16_upper`, from one int8 product of all rows.
 
-    With ``f^ = s q`` the quantised features (one scale per document) and ``w^`` the quantised weight
+    With ``f^ = s q`` the quantised features (one scale for all rows) and ``w^`` the quantised weight
     rows, ``|f.w - f^.w^| <= ||f|| ||w - w^|| + ||f - f^|| ||w^||`` (Cauchy-Schwarz); int32 sums are exact,
     and the small float32 margins cover the rounding of the scales and norms.
     """
     q_weight, w_scale, w_err, w_norm = head.int8
-    scale = rows.abs().max().clamp_min(torch.finfo(torch.float32).tiny) / 127
-    q = torch.round(rows / scale).clamp_(-127, 127)
-    f_err = (rows - q * scale).norm(dim=1).max()
-    f_norm = rows.norm(dim=1).max()
+    scale = feats.abs().max().clamp_min(torch.finfo(torch.float32).tiny) / 127 if len(feats) else torch.tensor(1.0)
+    q = torch.round(feats / scale).clamp_(-127, 127)
+    f_err, f_norm = (feats - q * scale).norm(dim=1), feats.norm(dim=1)
     q = q.to(torch.int8)
-    acc = torch.cat([torch._int_mm(q, q_weight[:, i:i + _VOCAB_BLOCK]).amax(0)
-                     for i in range(0, q_weight.shape[1], _VOCAB_BLOCK)])
-    approx = acc.float() * (scale * w_scale)  # max_t commutes with the positive scale
-    slack = f_norm * w_err + f_err * w_norm
+    vocab, docs = q_weight.shape[1], [(d, a, b) for d, (a, b) in enumerate(spans) if b > a]
+    acc = torch.zeros(len(spans), vocab, dtype=torch.int32, device=feats.device)
+    block = max(64, _BLOCK_ELEMENTS // max(1, len(feats)))
+    for i in range(0, vocab, block) if docs else ():
+        logits = torch._int_mm(q, q_weight[:, i:i + block])
+        for doc, start, stop in docs:  # max over the document's rows commutes with the positive scale
+            torch.amax(logits[start:stop], 0, out=acc[doc, i:i + block])
+    approx = acc.float() * (scale * w_scale)
+    row_max = lambda x: torch.stack([x[a:b].max() if b > a else x.new_zeros(()) for a, b in spans])[:, None]  # noqa: E731
+    slack = row_max(f_norm) * w_err + row_max(f_err) * w_norm
     return approx + slack + head.bias + _MARGIN_REL * (approx.abs() + slack) + _MARGIN_ABS
