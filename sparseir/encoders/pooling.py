@@ -5,11 +5,12 @@ The vocabulary head runs over packed rows (only the pooled positions) in chunks 
 ``log1p . relu`` is monotone: the max is taken over raw logits and the activation applied once to
 the pooled ``[batch, vocab]`` row.
 
-Screened max pooling (CPUs with bf16 instructions): the head's final linear layer runs in bf16,
-a rigorous bound on the bf16 error marks the few vocabulary entries whose exact max logit could
-be positive (typically 1-2%), and only those are recomputed in float32. Every other entry is
-provably ``<= 0`` and would be zeroed by the ReLU anyway, so the output equals the float32 result
-(up to float32 summation order, ~1e-6).
+Screened max pooling (CPUs): the head's final linear layer runs in int8 (VNNI: exact int32 sums of
+quantised features and weights, reduced at once to each document's max over its tokens) or bf16;
+a rigorous bound on the quantisation error marks the few vocabulary entries whose exact max logit
+could be positive (about 1%, twice the final support), and only those are recomputed in float32.
+Every other entry is provably ``<= 0`` and would be zeroed by the ReLU anyway, so the output equals
+the float32 result (same support, values up to float32 summation order, ~1e-6).
 
 Token provenance comes from the same pass: with ``trace=True`` the pooling also returns a
 :class:`Trace`, the positions each pooled weight comes from (max: the argmax position; sum: every
