@@ -106,7 +106,7 @@ def gemm_throughput(rows: int = 256, repeats: int = 5) -> dict:
     """Operations/s of ``[rows, 128] x [128, 30522]`` in int8 (int32 out), bf16 and float32."""
     gen = torch.Generator().manual_seed(0)
     w, f = torch.randn(30522, 128, generator=gen), torch.randn(rows, 128, generator=gen)
-    cases = {"int8": (lambda a, b: torch._int_mm(a, b), (f * 20).to(torch.int8), (w * 20).to(torch.int8).T),
+    cases = {"int8": (torch._int_mm, (f * 20).to(torch.int8), (w * 20).to(torch.int8).T),
              "bf16": (torch.mm, f.bfloat16(), w.bfloat16().T), "float32": (torch.mm, f, w.T)}
     out = {}
     for name, (op, a, b) in cases.items():
@@ -166,6 +166,7 @@ def report(results: dict) -> str:
                      f"| {'met' if r['ratio'] >= TARGET else 'NOT met'} | {bf16} "
                      f"| {'yes' if c['same_support'] else 'no (' + str(c['support_entries_differing']) + ' entries)'} "
                      f"| {c['max_abs_diff']:.1e} |")
+    lines += [""] + results.get("notes", [])
     lines += ["", "## Where sparseir's time goes (share of one encoding pass, first 1,000 docs at most)", "",
               "| corpus | threads | total s | tokenizer | transformer layers | vocabulary screen | rest (MLM transform, "
               "exact recompute, pooling, CSR, Python) |", "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -207,6 +208,9 @@ METHOD = """## How sparseir encodes on a CPU
    summation order (`tests/test_encode_fast.py`: SciFact and realtext slices against `naive_encode`, a
    property test of the bound on hostile features, and logits placed at +-1e-3 of the boundary). The
    columns "same support as ST" and "max abs diff" above compare the full outputs of both engines.
+   sparseir leaves special tokens ([CLS], [SEP], [PAD], [MASK], [UNK]) out of every vector, a rule of
+   `MLMSparseEncoder` that `naive_encode` shares; sentence-transformers keeps them, so a document whose
+   [UNK] logit is positive differs in that one column.
 
 ## What limits it
 
