@@ -17,7 +17,7 @@ import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .base import EncoderError, SparseEncoder, Tokens, module_fingerprint, position_limit
-from .pooling import POOLINGS, Trace, VocabHead, SCREENS, best_screen, dense_trace, pool_logits
+from .pooling import POOLINGS, SCREENS, Trace, VocabHead, best_screen, dense_trace, pool_logits
 
 #: Characters kept per allowed token before tokenising, so a huge document costs no more than a long one.
 CHARS_PER_TOKEN = 64

@@ -243,6 +243,10 @@ def _int8_upper(feats: torch.Tensor, spans: list[tuple[int, int]], head: VocabHe
         for doc, start, stop in docs:  # max over the document's rows commutes with the positive scale
             torch.amax(logits[start:stop], 0, out=acc[doc, i:i + block])
     approx = acc.float() * (scale * w_scale)
-    row_max = lambda x: torch.stack([x[a:b].max() if b > a else x.new_zeros(()) for a, b in spans])[:, None]  # noqa: E731
-    slack = row_max(f_norm) * w_err + row_max(f_err) * w_norm
+    slack = _span_max(f_norm, spans) * w_err + _span_max(f_err, spans) * w_norm
     return approx + slack + head.bias + _MARGIN_REL * (approx.abs() + slack) + _MARGIN_ABS
+
+
+def _span_max(x: torch.Tensor, spans: list[tuple[int, int]]) -> torch.Tensor:
+    """``[docs, 1]``: the max of ``x[start:stop]`` per span, 0 for an empty span."""
+    return torch.stack([x[a:b].max() if b > a else x.new_zeros(()) for a, b in spans])[:, None]
