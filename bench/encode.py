@@ -252,7 +252,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
-    if any(t < 1 for t in threads) or (args.realtext_docs or 1) < 1 or (args.scifact_docs or 1) < 1:
+    if any(t < 1 for t in threads) or args.realtext_docs < 1 or (args.scifact_docs is not None and args.scifact_docs < 1):
         ap.error("--threads, --realtext-docs and --scifact-docs must be >= 1")
     import sentence_transformers
     from sentence_transformers import SparseEncoder
