@@ -251,7 +251,10 @@ def main() -> None:
     ap.add_argument("--no-bf16", action="store_true", help="skip the bf16-screen row")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
-    threads = [int(t) for t in args.threads.split(",")]
+    try:
+        threads = [int(t) for t in args.threads.split(",")]
+    except ValueError:
+        ap.error(f"--threads must be comma-separated integers, got {args.threads!r}")
     if any(t < 1 for t in threads) or args.realtext_docs < 1 or (args.scifact_docs is not None and args.scifact_docs < 1):
         ap.error("--threads, --realtext-docs and --scifact-docs must be >= 1")
     import sentence_transformers
