@@ -6,6 +6,7 @@ import torch
 from sparseir.corpus import load_corpus
 from sparseir.encoders import EncoderError, MLMSparseEncoder, load_encoder
 from sparseir.encoders.mlm import _pool_full, naive_encode, pooled_mlm_weights
+from sparseir.encoders.pooling import SCREENS
 from conftest import SCIFACT, SPLADE_TINY
 
 
@@ -40,11 +41,12 @@ def test_bounded_pooling_equals_naive_formula(splade_tiny, texts):
     with torch.inference_mode():
         naive = _pool_full(model, ids, mask, "max")
         assert torch.equal(pooled_mlm_weights(model, ids, mask, "max", chunk, head), naive)  # bit-identical
-        # bf16 screen + float32 recompute of the candidates: the same support, the same values up to
-        # float32 summation order.
-        screened = pooled_mlm_weights(model, ids, mask, "max", chunk, head, screen=True)
-        torch.testing.assert_close(screened, naive, rtol=1e-6, atol=1e-6)
-        assert torch.equal(screened > 1e-5, naive > 1e-5)
+        # int8 or bf16 screen + float32 recompute of the candidates: the same support, the same values up
+        # to float32 summation order.
+        for screen in SCREENS:
+            screened = pooled_mlm_weights(model, ids, mask, "max", chunk, head, screen=screen)
+            torch.testing.assert_close(screened, naive, rtol=1e-6, atol=1e-6)
+            assert torch.equal(screened > 0, naive > 0)
         # Smaller chunks change only the GEMM's blocking, hence the last float bits.
         tiny = pooled_mlm_weights(model, ids, mask, "max", 1 << 16, head)
         torch.testing.assert_close(tiny, naive, rtol=1e-5, atol=1e-5)

@@ -17,10 +17,13 @@ import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .base import EncoderError, SparseEncoder, Tokens, module_fingerprint, position_limit
-from .pooling import POOLINGS, Trace, VocabHead, bf16_screening_available, dense_trace, pool_logits
+from .pooling import POOLINGS, SCREENS, Trace, VocabHead, best_screen, dense_trace, pool_logits
 
 #: Characters kept per allowed token before tokenising, so a huge document costs no more than a long one.
 CHARS_PER_TOKEN = 64
+#: A batch runs in groups of similar token counts: padding at most this share of a group's tokens, once
+#: the group holds ``GROUP_MIN_TOKENS`` (smaller groups would pay more in per-call overhead than padding).
+GROUP_WASTE, GROUP_MIN_TOKENS = 0.1, 512
 
 
 def resolve_model_path(name_or_path: str) -> str:
@@ -62,7 +65,7 @@ class MLMSparseEncoder(SparseEncoder):
     def __init__(self, model_name_or_path: str, *, query_model: str | None = None, max_length: int = 256,
                  query_max_length: int = 64, pooling: str = "max", max_active_dims: int | None = None,
                  batch_size: int = 32, device: str | torch.device | None = None,
-                 max_chunk_elements: int = 1 << 23, screen: bool | None = None) -> None:
+                 max_chunk_elements: int = 1 << 23, screen: str | bool | None = None) -> None:
         super().__init__(batch_size=batch_size, max_active_dims=max_active_dims, device=device)
         if pooling not in POOLINGS:
             raise EncoderError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -70,7 +73,9 @@ class MLMSparseEncoder(SparseEncoder):
         self.query_model_name_or_path = resolve_model_path(str(query_model)) if query_model else None
         self.pooling = pooling
         self.max_chunk_elements = max_chunk_elements
-        self.screen = bf16_screening_available(self.device) if screen is None else screen
+        if screen not in (None, True, False, *SCREENS):
+            raise EncoderError(f"screen must be one of {SCREENS}, True (the fastest here) or False, got {screen!r}")
+        self.screen = best_screen(self.device) if screen in (None, True) else (screen or None)
         self.tokenizer, self.model = self._load(self.model_name_or_path)
         if self.query_model_name_or_path:
             self.query_tokenizer, self.query_model = self._load(self.query_model_name_or_path)
@@ -123,7 +128,18 @@ class MLMSparseEncoder(SparseEncoder):
         return out
 
     def _encode_batch(self, texts: list[str], is_query: bool) -> torch.Tensor:
-        return self._weights(self._batch(texts, is_query), is_query)
+        """Texts arrive sorted by characters; they run in groups of similar token counts, each padded on its own."""
+        batch = self._batch(texts, is_query)
+        lengths = batch["attention_mask"].sum(1)
+        if (self.query_tokenizer if is_query else self.tokenizer).padding_side != "right":
+            return self._weights(batch, is_query)
+        order = torch.argsort(lengths, descending=True, stable=True)
+        out = torch.empty(len(texts), self.dim, device=self.device)
+        for group in length_groups(lengths[order].tolist()):
+            idx = order[group]
+            width = int(lengths[idx[0]])
+            out[idx] = self._weights({k: batch[k][idx, :width] for k in ("input_ids", "attention_mask")}, is_query)
+        return out
 
     def _trace(self, text: str, is_query: bool) -> tuple[torch.Tensor, Trace, Tokens]:
         batch = self._batch([text], is_query, offsets=True)
@@ -134,9 +150,21 @@ class MLMSparseEncoder(SparseEncoder):
         return weights[0], trace, tokens
 
 
+def length_groups(lengths: list[int], waste: float = GROUP_WASTE, min_tokens: int = GROUP_MIN_TOKENS) -> list[slice]:
+    """Split descending ``lengths`` into runs padded to their first length: a run closes once it holds
+    ``min_tokens`` tokens and the next text would take its padding above ``waste`` of its tokens."""
+    groups, start, total = [], 0, 0
+    for i, n in enumerate(lengths):
+        if total >= min_tokens and lengths[start] * (i - start + 1) > (1 + waste) * (total + n):
+            groups.append(slice(start, i))
+            start, total = i, 0
+        total += n
+    return groups + [slice(start, len(lengths))] if lengths else groups
+
+
 def pooled_mlm_weights(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                        pooling: str, max_chunk_elements: int, head: VocabHead | None = None,
-                       screen: bool = False, trace: bool = False) -> torch.Tensor | tuple[torch.Tensor, Trace]:
+                       screen: str | None = None, trace: bool = False) -> torch.Tensor | tuple[torch.Tensor, Trace]:
     """``pool_t log1p(relu(logits))`` over non-padding tokens, with bounded logits memory.
 
     ``head`` is ``model``'s split MLM head; models with an unknown head (``None``) run whole,
