@@ -103,6 +103,16 @@ def start_server(index: Path, *args: str) -> tuple[ServerProcess, dict]:
     return server, {"ready_seconds": round(server.ready_seconds, 2), "first_query_seconds": round(first, 2)}
 
 
+async def _post(http: httpx.AsyncClient, path: str, body: dict) -> tuple[bool, float]:
+    """Whether one POST answered 200, and its seconds (a transport error is a failure)."""
+    start = time.perf_counter()
+    try:
+        ok = (await http.post(path, json=body)).status_code == 200
+    except httpx.HTTPError:
+        ok = False
+    return ok, time.perf_counter() - start
+
+
 async def _writer(url: str, docs: list[dict], stop: asyncio.Event, out: dict) -> None:
     """100 documents a second: 10 per request every 100 ms, each acknowledged after its commit."""
     async with httpx.AsyncClient(base_url=url, timeout=60) as http:
@@ -111,13 +121,8 @@ async def _writer(url: str, docs: list[dict], stop: asyncio.Event, out: dict) ->
         while not stop.is_set() and n * 10 < len(docs):
             batch = docs[n * 10:(n + 1) * 10]
             n += 1
-            start = time.perf_counter()
-            try:
-                r = await http.post("/documents", json={"documents": batch, "upsert": True})
-                ok = r.status_code == 200
-            except httpx.HTTPError:
-                ok = False
-            latencies.append(time.perf_counter() - start)
+            ok, seconds = await _post(http, "/documents", {"documents": batch, "upsert": True})
+            latencies.append(seconds)
             sent += len(batch) if ok else 0
             failures += not ok
             next_at += 0.1
@@ -145,13 +150,8 @@ async def load(url: str, queries: list[str], clients: int, seconds: float, max_r
             count += 1
             q = queries[j % len(queries)]
             j += 1
-            start = time.perf_counter()
-            try:
-                r = await http.post("/search", json={"query": q, "k": K})
-                ok = r.status_code == 200
-            except httpx.HTTPError:
-                ok = False
-            latencies.append(time.perf_counter() - start)
+            ok, seconds = await _post(http, "/search", {"query": q, "k": K})
+            latencies.append(seconds)
             failures += not ok
 
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:

@@ -49,8 +49,10 @@ def add_documents(writer: IndexWriter, corpus: Iterable[Any], *, chunk_size: int
 
 def build_index(corpus: Iterable[Any], encoder: Any, out: str | Path, *, quantize: str = "uint8",
                 chunk_size: int = 4096, batch_size: int | None = None, overwrite: bool = False, store: bool = True,
-                allow_empty: bool = False, show_progress_bar: bool = True) -> LiveIndex:
+                allow_empty: bool = False, show_progress_bar: bool = True, reorder: bool = False) -> LiveIndex:
     """Encode a corpus with ``encoder`` and write a new single-segment index to ``out``.
+
+    ``reorder`` numbers the documents by recursive graph bisection (see :meth:`IndexWriter.optimize`).
 
     ``overwrite`` replaces an existing sparseir index (anything else at ``out`` is refused, and the
     old index stays readable until the new one is committed). An empty corpus is an error unless
@@ -66,7 +68,7 @@ def build_index(corpus: Iterable[Any], encoder: Any, out: str | Path, *, quantiz
         if n == 0 and not allow_empty:
             raise UsageError("the corpus has no documents; pass allow_empty=True (--allow-empty) to build an empty "
                              "index")
-        writer.optimize(1)
+        writer.optimize(1, reorder=reorder)
     index = open_index(out)
     seconds = time.perf_counter() - start
     index.build_info = {"n_docs": n, "seconds": round(seconds, 3),  # type: ignore[attr-defined]

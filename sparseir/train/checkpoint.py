@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -55,6 +55,21 @@ def load_checkpoint(out: str | Path, config: dict[str, Any]) -> tuple[dict[str, 
     except (OSError, ValueError, RuntimeError, EOFError) as e:
         raise TrainError(f"checkpoint {folder} is unreadable ({type(e).__name__}: {e}); delete it to start over") from e
     return tensors, state
+
+
+def resume(out: str | Path, config: dict[str, Any], optimizer: torch.optim.Optimizer,
+           load_trainable: Callable[[dict[str, torch.Tensor]], Any], *, restart: bool = False) -> dict[str, Any]:
+    """The saved ``state`` of an interrupted run with the same ``config``, its tensors loaded into the model
+    (``load_trainable``) and ``optimizer``; ``{}`` to start fresh (``restart`` drops any checkpoint)."""
+    if restart:
+        remove_checkpoint(out)
+    resumed = load_checkpoint(out, config)
+    if resumed is None:
+        return {}
+    tensors, state = resumed
+    load_trainable(tensors["trainable"])
+    optimizer.load_state_dict(tensors["optimizer"])
+    return state
 
 
 def warmup_linear_decay(optimizer: torch.optim.Optimizer, steps: int, warmup: float,

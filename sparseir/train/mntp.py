@@ -29,7 +29,7 @@ from ..encoders.llm import ADAPTER_META, find_gguf, hidden_states, lm_head, load
 from ..encoders.mlm import resolve_model_path
 from ..errors import UsageError
 from . import TrainError
-from .checkpoint import load_checkpoint, plot_losses, remove_checkpoint, save_checkpoint, warmup_linear_decay
+from .checkpoint import plot_losses, remove_checkpoint, resume, save_checkpoint, warmup_linear_decay
 
 #: LLM2Vec's LoRA targets for Llama/Mistral-style blocks.
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -154,15 +154,8 @@ def adapt(model_name_or_path: str, texts: list[str], out: str | Path, config: MN
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     run_config = {**asdict(config), "model": path, "gguf_file": gguf_file, "base_fingerprint": base_fingerprint,
                   "n_texts": len(rows)}
-    if restart:
-        remove_checkpoint(out)
-    resumed = load_checkpoint(out, run_config)
-    step, losses, elapsed = 0, [], 0.0
-    if resumed is not None:
-        tensors, state = resumed
-        set_peft_model_state_dict(model, tensors["trainable"])
-        optimizer.load_state_dict(tensors["optimizer"])
-        step, losses, elapsed = state["step"], state["losses"], state["seconds"]
+    state = resume(out, run_config, optimizer, lambda t: set_peft_model_state_dict(model, t), restart=restart)
+    step, losses, elapsed = state.get("step", 0), state.get("losses", []), state.get("seconds", 0.0)
     scheduler = warmup_linear_decay(optimizer, config.steps, config.warmup, step)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else start[0]
     mask_id = mask_token_id(tokenizer)

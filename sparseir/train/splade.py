@@ -32,7 +32,7 @@ from .._fs import atomic_dir
 from ..timing import peak_rss_bytes
 from ..errors import UsageError
 from . import TrainError
-from .checkpoint import load_checkpoint, plot_losses, remove_checkpoint, save_checkpoint, warmup_linear_decay
+from .checkpoint import plot_losses, remove_checkpoint, resume, save_checkpoint, warmup_linear_decay
 from .data import Pair
 
 TRAIN_META = "sparseir_train.json"
@@ -237,15 +237,8 @@ def train(backbone: Backbone, pairs: list[Pair], corpus: dict[str, str], out: st
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.01)
     run_config = {**asdict(config), **{k: v for k, v in backbone.info.items() if k != "init_adapter"},
                   "n_pairs": len(pairs)}
-    if restart:
-        remove_checkpoint(out)
-    resumed = load_checkpoint(out, run_config)
-    step, history, elapsed = 0, [], 0.0
-    if resumed is not None:
-        tensors, state = resumed
-        backbone.load_trainable(tensors["trainable"])
-        optimizer.load_state_dict(tensors["optimizer"])
-        step, history, elapsed = state["step"], state["history"], state["seconds"]
+    state = resume(out, run_config, optimizer, backbone.load_trainable, restart=restart)
+    step, history, elapsed = state.get("step", 0), state.get("history", []), state.get("seconds", 0.0)
     scheduler = warmup_linear_decay(optimizer, config.steps, config.warmup, step)
     backbone.model.train()
     t0 = time.perf_counter() - elapsed
