@@ -399,7 +399,8 @@ bisection, `corpus` = the corpus's own order), and search the same integer queri
 its largest weight is 32, rounded), one query at a time on one thread. Builds run in a child process
 (`bench/speed_build.py`): *build s* is its wall time from the cached input files, *peak RSS* its
 `getrusage` maximum (Python and the input matrix included); *bytes* are the index files on disk
-(sparseir approx: the exact index plus its in-memory structures, built when opened).
+(sparseir approx: the exact index plus its in-memory structures, built when the index is opened and
+timed there, added to *build s*; its *peak RSS* is the exact index's build).
 
 - **sparseir exact**: `sparseir.search.Searcher.search_vectors`, one query per call.
 - **sparseir approx**: `ApproxSearcher.with_params(**point)` for each point of `APPROX_SWEEP`.
@@ -586,7 +587,9 @@ def df_check(base: str, resampled: list[str], args) -> None:
         gc.collect()
     out = Path(args.out)
     plot_df(curves, out / "speed_df.png")
-    text = "; ".join(f"{n}: {len(c):,} terms occur, top-term df {c[0]:.3f}, median nearest-neighbour cosine of "
+    text = ("Mixing takes each parent term with probability 1/3 and keeps the larger weight of a repeated "
+            "term, so a term in a fraction p of realtext's documents is in about 1-(1-p/3)^3 of the mixed "
+            "ones: p for rare terms, less for the few most common. ") + "; ".join(f"{n}: {len(c):,} terms occur, top-term df {c[0]:.3f}, median nearest-neighbour cosine of "
                      f"{dup[n]['sample']} sampled docs {dup[n]['median_nn_cosine']:.3f}, share above 0.9 "
                      f"{dup[n]['share_nn_cosine_above_0.9']:.3f}" for n, c in curves.items())
     (out / "speed_df.json").write_text(json.dumps({"near_duplicates": dup, "text": text}, indent=1), encoding="utf-8")
