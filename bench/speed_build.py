@@ -33,13 +33,10 @@ def built(engine: str, config: dict[str, Any], corpus_dir: Path, out: Path) -> d
 
 
 def _sparseir_index(corpus_dir: Path, out: Path) -> None:
-    import numpy as np
-    import scipy.sparse as sp
-
+    from bench.speed_corpora import load_csr
     from sparseir.index import write_index
 
-    z = np.load(corpus_dir / "docs-float.npz", allow_pickle=False)
-    docs = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
+    docs, _ = load_csr(corpus_dir / "docs-float.npz")
     ids = (corpus_dir / "ids.txt").read_text(encoding="utf-8").split("\n")
     terms = (corpus_dir / "terms.txt").read_text(encoding="utf-8").split("\n")
     write_index(out, ids, docs, terms, quantize="uint8")

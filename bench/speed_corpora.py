@@ -43,14 +43,16 @@ class Corpus:
     note: str = ""
 
 
-def _save_csr(path: Path, x: sp.csr_matrix, **extra) -> None:
+def save_csr(path: Path, x: sp.csr_matrix, **extra) -> None:
+    """``x`` (and ``extra`` arrays) as an ``.npz``, written to a temporary name and renamed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.npz")
     np.savez(tmp, data=x.data, indices=x.indices, indptr=x.indptr, shape=np.array(x.shape), **extra)
     os.replace(tmp, path)
 
 
-def _load_csr(path: Path) -> tuple[sp.csr_matrix, dict[str, np.ndarray]]:
+def load_csr(path: Path) -> tuple[sp.csr_matrix, dict[str, np.ndarray]]:
+    """The matrix and the extra arrays of a :func:`save_csr` file."""
     z = np.load(path, allow_pickle=False)
     x = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
     return x, {k: z[k] for k in z.files if k not in ("data", "indices", "indptr", "shape")}
@@ -63,13 +65,13 @@ def realtext_queries(model: Path = SPLADE_TINY) -> tuple[list[str], sp.csr_matri
     encoder = MLMSparseEncoder(str(model), max_length=256, query_max_length=64)
     path = CACHE / f"realtext-queries-{model.name}-{encoder.fingerprint}.npz"
     if path.is_file():
-        q, extra = _load_csr(path)
+        q, extra = load_csr(path)
         return extra["ids"].tolist(), q
     rows = [json.loads(line) for line in (REALTEXT / "queries.jsonl").read_text(encoding="utf-8").splitlines()
             if line.strip()]
     q = encoder.encode_query([r["text"] for r in rows], show_progress_bar=True)
     ids = [str(r["_id"]) for r in rows]
-    _save_csr(path, sp.csr_matrix(q, dtype=np.float32), ids=np.array(ids))
+    save_csr(path, sp.csr_matrix(q, dtype=np.float32), ids=np.array(ids))
     return ids, q
 
 
@@ -93,10 +95,10 @@ def load_corpus(name: str) -> Corpus:
     path = CACHE / "speed" / name / f"docs-mixed{RESAMPLE_PARENTS}-seed0.npz"
     _, base, terms = load_vectors(REALTEXT_VECTORS)
     if path.is_file():
-        docs, _ = _load_csr(path)
+        docs, _ = load_csr(path)
     else:
         docs = mixed_corpus(base, n, parents=RESAMPLE_PARENTS, seed=0)
-        _save_csr(path, docs)
+        save_csr(path, docs)
     note = (f"{n:,} documents, each mixing a random 1/{RESAMPLE_PARENTS} of the terms of {RESAMPLE_PARENTS} "
             f"distinct random realtext documents (bench.synth.mixed_corpus, seed 0)")
     return Corpus(name, [f"m{i}" for i in range(n)], docs, qids, queries, terms, None, note)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from bench.speed_corpora import load_csr
 from sparseir.search.approx import ApproxIndex, ApproxParams
 
 Point = dict[str, Any]
@@ -33,8 +34,8 @@ def dir_size(path: Path) -> int:
 
 
 def load_int_docs(corpus_dir: Path) -> sp.csr_matrix:
-    z = np.load(Path(corpus_dir) / "docs-int.npz", allow_pickle=False)
-    return sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
+    """The integer impacts in the shared order (``docs-int.npz``, written by ``bench.speed.prepare``)."""
+    return load_csr(Path(corpus_dir) / "docs-int.npz")[0]
 
 
 def _term_dicts(docs: sp.csr_matrix):

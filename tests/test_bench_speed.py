@@ -11,7 +11,7 @@ import scipy.sparse as sp
 
 from bench import speed
 from bench.speed_build import built
-from bench.speed_corpora import df_curve, near_duplicates
+from bench.speed_corpora import df_curve, near_duplicates, save_csr
 from bench.speed_engines import PISA_ALGORITHMS, make
 from bench.synth import mixed_corpus, synthetic_corpus
 
@@ -77,11 +77,11 @@ def corpus_dir(tmp_path):
     d.mkdir()
     (d / "terms.txt").write_text("\n".join(f"t{i}" for i in range(docs.shape[1])), encoding="utf-8")
     (d / "ids.txt").write_text("\n".join(f"d{i}" for i in perm), encoding="utf-8")
-    speed._save_csr(d / "docs-float.npz", docs[perm])
+    save_csr(d / "docs-float.npz", docs[perm])
     info = built("sparseir-index", {}, d, d / "sparseir")
     from sparseir.index import SparseIndex
 
-    speed._save_csr(d / "docs-int.npz", speed.integer_docs(SparseIndex.load(d / "sparseir" / "index")))
+    save_csr(d / "docs-int.npz", speed.integer_docs(SparseIndex.load(d / "sparseir" / "index")))
     return d, info, perm
 
 
