@@ -21,7 +21,8 @@ document order per corpus (``--order bp``: sparseir's recursive graph bisection,
 ``sparseir.index.reorder.bp_order``, when it can be imported; else the corpus order; the report
 says which), and searches the same integer query weights (each query scaled so its largest weight
 is ``QUERY_LEVELS``, rounded), so exact engines compute identical integer scores. Engines return
-positions in the shared order; ``perm[position]`` is the original row.
+positions in the shared order; ``order-bp.npy`` maps a position to the original row and ``ids.txt``
+to the document id (as sparseir's index does).
 
 Recall@10 is tie-aware, against sparseir exact on the same queries: a returned document counts
 when its exact score reaches the exact 10th score. Latency: one thread; each query's time is the
@@ -63,8 +64,13 @@ BASELINE = {"corpus": "scifact", "engine": "sparseir-exact", "mean_us": 94.0, "n
 APPROX_BUILD = {}  # ApproxParams build knobs (n_postings, block_size); defaults when empty
 APPROX_SWEEP = [
     {"query_cut": 4, "candidates": 100},
+    {"query_cut": 5, "candidates": 100},
+    {"query_cut": 5, "candidates": 200},
     {"query_cut": 6, "candidates": 200},
+    {"query_cut": 6, "candidates": 200, "heap_factor": 0.9},
+    {"query_cut": 7, "candidates": 200},
     {"query_cut": 8, "candidates": 300},
+    {"query_cut": 8, "candidates": 300, "heap_factor": 0.8},
     {"query_cut": 10, "candidates": 300},
     {},
     {"query_cut": 16, "candidates": 500},
@@ -180,7 +186,7 @@ def prepare(name: str, order: str, cache: Path, n_queries: int | None = None) ->
             "query_terms_mean": float(np.diff(queries.indptr).mean()),
             "postings_per_query_mean": float(touched.mean()), "note": c.note,
             "order_seconds": _json(cache / name / "order-bp.json").get("seconds") if order == "bp" else None}
-    return {"corpus": c, "dir": cdir, "perm": perm, "docs": docs, "queries": queries, "info": info,
+    return {"corpus": c, "dir": cdir, "docs": docs, "queries": queries, "info": info,
             "sparseir_build": sparseir_build}
 
 
