@@ -86,16 +86,18 @@ SEISMIC_BUILDS = [
     for n, cf, se, kn in ((1000, 0.1, 0.4, 0), (2000, 0.1, 0.4, 0), (4000, 0.1, 0.4, 0), (2000, 0.2, 0.5, 0),
                           (2000, 0.1, 0.4, 10))
 ]
-SEISMIC_SWEEP = [{"query_cut": qc, "heap_factor": hf} for qc in (3, 5, 10, 20) for hf in (0.7, 0.8, 0.9, 1.0)]
+SEISMIC_SWEEP = [{"query_cut": qc, "heap_factor": hf} for qc in (3, 5, 10, 20, 40)
+                 for hf in (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)]
 SEISMIC_KNN_SWEEP = [{"query_cut": qc, "heap_factor": hf, "n_knn": nk}
-                     for qc in (3, 5, 10) for hf in (0.7, 0.9) for nk in (5, 10)]
+                     for qc in (3, 5, 10, 20) for hf in (0.6, 0.7, 0.9) for nk in (5, 10)]
 BMP_BLOCKS = (8, 16, 32, 64, 128)
 BMP_SWEEP = [{"alpha": a, "beta": b} for a, b in ((1.0, 1.0), (0.95, 1.0), (0.9, 1.0), (0.8, 1.0), (0.7, 1.0),
                                                   (1.0, 0.9), (0.9, 0.8))]
 LUCENE_MAX_DOCS = 400_000  # its build takes ~20 min at realtext size; not at 1M
-# Above LARGE_DOCS, a reduced grid (builds take minutes each): the best of the realtext sweep
+# Above LARGE_DOCS, a reduced grid (builds take minutes each): Seismic's best realtext build
+# (n_postings=1000) with n_postings scaled by the document count (1M / 366k), BMP's best blocks.
 LARGE_DOCS = 500_000
-SEISMIC_BUILDS_LARGE = [{"n_postings": 4000, "centroid_fraction": 0.1, "summary_energy": 0.4, "max_fraction": 1.5,
+SEISMIC_BUILDS_LARGE = [{"n_postings": 3000, "centroid_fraction": 0.1, "summary_energy": 0.4, "max_fraction": 1.5,
                          "nknn": 0}]
 BMP_BLOCKS_LARGE = (8, 16)
 

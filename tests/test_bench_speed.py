@@ -114,3 +114,28 @@ def test_pisa_and_sparseir_exact_equal_brute_force(corpus_dir):
     for r in exact + recs:
         assert r["recall@10"] == 1.0 and r["top10_identical"] == 1.0, r
         assert r["peak_rss_bytes"] > 0 and r["bytes"] > 0
+
+
+def test_headline_plan_and_targets_pick_each_peers_best():
+    def rec(engine, us, recall, build=None, point=None, same=None):
+        return {"engine": engine, "corpus": "c", "mean_us": us, "recall@10": recall, "build": build or {},
+                "point": point or {}, "top10_identical": recall == 1.0 if same is None else same}
+
+    swept = [rec("pisa", 900, 1.0, point={"algorithm": "wand"}), rec("pisa", 800, 1.0, point={"algorithm": "maxscore"}),
+             rec("seismic", 100, 0.91, {"n_postings": 1}, {"query_cut": 3}),
+             rec("seismic", 200, 0.96, {"n_postings": 2}, {"query_cut": 5}),
+             rec("seismic", 150, 0.97, {"n_postings": 1}, {"query_cut": 10}),
+             rec("bmp", 500, 0.99, {"bsize": 16}, {"alpha": 1.0, "beta": 1.0}, same=0.9)]  # not exact: overflow
+    plan = {(e, json.dumps(b, sort_keys=True)): p for e, b, p in speed.headline_plan(swept)}
+    assert plan[("pisa", "{}")] == [{"algorithm": "maxscore"}]
+    assert plan[("seismic", '{"n_postings": 1}')] == [{"query_cut": 3}, {"query_cut": 10}]  # 0.90; 0.95 and 0.99
+    assert ("seismic", '{"n_postings": 2}') not in plan  # dominated
+    assert plan[("sparseir-approx", json.dumps(speed.APPROX_BUILD))] == speed.APPROX_SWEEP
+    head = [rec("sparseir-exact", 400, 1.0), rec("sparseir-approx", 60, 0.92, point={"query_cut": 2}),
+            rec("sparseir-approx", 120, 0.97)] + swept
+    t = speed.targets(head, "c")
+    assert t["exact_vs_pisa"]["met"] and t["exact_vs_pisa"]["ratio"] == 0.5
+    assert "exact_vs_bmp" not in t  # BMP never returned exact results
+    assert t["approx_vs_seismic@0.90"]["met"] and t["approx_vs_seismic@0.90"]["ratio"] == 0.6
+    assert not t["approx_vs_seismic@0.95"]["met"]  # 120 > 0.7 * 150
+    assert t["approx_vs_seismic@0.99"]["ratio"] is None and not t["approx_vs_seismic@0.99"]["met"]
