@@ -432,6 +432,17 @@ timed there, added to *build s*; its *peak RSS* is the exact index's build).
   prescribes reordered ids: here BP when available), block sizes 16-128; `alpha = beta = 1` is exact.
 - **Lucene impact** (Anserini through Pyserini): `IndexCollection -impact -pretokenized -optimize`,
   one indexing thread, `SimpleImpactSearcher.search`; realtext size and below only.
+
+Caveats:
+- BMP's `alpha = beta = 1` is not always exact: on SciFact it misses documents whose exact score is
+  above 65,535 (every miss checked had one; consistent with 16-bit score accumulators, with 8-bit
+  impacts times 32-level queries). On realtext its exact setting returned the exact top-10.
+- The peers' settings in the headline are chosen on the sweep (same queries), then re-measured;
+  the shared machine makes single runs vary by 10-30%, which is why the headline runs side by side.
+- Above 500k documents the grid is reduced (one Seismic build, two BMP block sizes), and Lucene is
+  not built at 1M (its build takes ~20 min at 366k). No 3-5M corpus was run: memory would allow
+  3M (about 220M postings: ~1.8 GB float CSR, ~1.1 GB sparseir index), but its builds (Seismic,
+  PISA's Python indexer, BMP's) did not fit the session.
 """
 
 
@@ -606,6 +617,15 @@ def df_check(base: str, resampled: list[str], args) -> None:
     (out / "speed_df.json").write_text(json.dumps({"near_duplicates": dup, "text": text}, indent=1), encoding="utf-8")
 
 
+def sparseir_commit() -> str:
+    """The last commit that changed ``sparseir/``, with ``+dirty`` when its working copy differs."""
+    def git(*a: str) -> str:
+        return subprocess.run(["git", "-C", str(ROOT), *a], capture_output=True, text=True).stdout.strip()
+
+    commit = git("log", "-1", "--format=%h", "--", "sparseir") or "unknown"
+    return commit + ("+dirty" if git("status", "--porcelain", "--", "sparseir") else "")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("phase", choices=("sweep", "headline", "report", "df"))
@@ -632,8 +652,7 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--repeats and --queries must be >= 1 and --pass-budget > 0")
     if args.phase == "sweep" and "sparseir-exact" not in args.engines:
         p.error("sparseir-exact is the reference for recall; keep it in --engines")
-    args.commit = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True,
-                                 text=True).stdout.strip() or "unknown"
+    args.commit = sparseir_commit()
     if args.phase == "df":
         df_check("realtext", [c for c in args.corpora if c.startswith("realtext-")], args)
     for name in args.corpora if args.phase in ("sweep", "headline") else []:
