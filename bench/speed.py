@@ -102,6 +102,7 @@ LARGE_DOCS = 500_000
 SEISMIC_BUILDS_LARGE = [{"n_postings": 5000, "centroid_fraction": 0.2, "summary_energy": 0.5, "max_fraction": 1.5,
                          "nknn": 0}]
 BMP_BLOCKS_LARGE = (8, 16)
+SEISMIC_SWEEP_LARGE = [{"query_cut": qc, "heap_factor": hf} for qc in (5, 10, 20) for hf in (0.7, 0.8, 0.9)]
 
 
 def sweep_engines(n_docs: int, engines: list[str]) -> list[Engine]:
@@ -110,7 +111,7 @@ def sweep_engines(n_docs: int, engines: list[str]) -> list[Engine]:
                          make("pisa")]
     large = n_docs > LARGE_DOCS
     out += [make("bmp", {"bsize": b}, BMP_SWEEP) for b in (BMP_BLOCKS_LARGE if large else BMP_BLOCKS)]
-    out += [make("seismic", b, SEISMIC_KNN_SWEEP if b["nknn"] else SEISMIC_SWEEP)
+    out += [make("seismic", b, SEISMIC_KNN_SWEEP if b["nknn"] else SEISMIC_SWEEP_LARGE if large else SEISMIC_SWEEP)
             for b in (SEISMIC_BUILDS_LARGE if large else SEISMIC_BUILDS)]
     if n_docs <= LUCENE_MAX_DOCS:
         out.append(make("lucene-impact"))
