@@ -5,6 +5,7 @@ Re-measure only the headline (after a change to sparseir's kernels; indexes and 
 roughly 20 minutes on realtext + realtext-1M, the first 1,000 queries)::
 
     flock /work/bench.lock python -m bench.speed headline
+    flock /work/bench.lock python -m bench.speed headline --rebuild-sparseir   # after an index format change
 
 Run the sweeps (every build and search setting of every engine; each built index and each
 measured point is cached, so a re-run measures only what is missing), then the headline::
@@ -36,6 +37,7 @@ import argparse
 import gc
 import json
 import platform
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -164,9 +166,10 @@ def doc_order(docs: sp.csr_matrix, folder: Path, want: str) -> tuple[np.ndarray,
     return np.load(path), "bp"
 
 
-def prepare(name: str, order: str, cache: Path, n_queries: int | None = None) -> dict[str, Any]:
+def prepare(name: str, order: str, cache: Path, n_queries: int | None = None,
+            rebuild_sparseir: bool = False) -> dict[str, Any]:
     """Everything the engines share for one corpus (the first ``n_queries`` queries, all when None);
-    builds what is not cached."""
+    builds what is not cached (and sparseir's index again with ``rebuild_sparseir``)."""
     c: Corpus = load_corpus(name)
     perm, order = doc_order(c.docs, cache / name, order)
     cdir = cache / name / order
@@ -175,6 +178,8 @@ def prepare(name: str, order: str, cache: Path, n_queries: int | None = None) ->
         (cdir / "terms.txt").write_text("\n".join(c.terms), encoding="utf-8")
         (cdir / "ids.txt").write_text("\n".join(c.doc_ids[i] for i in perm), encoding="utf-8")
         save_csr(cdir / "docs-float.npz", c.docs[perm])
+    if rebuild_sparseir:
+        shutil.rmtree(cdir / "sparseir", ignore_errors=True)
     sparseir_build = built("sparseir-index", {}, cdir, cdir / "sparseir")
     if not (cdir / "docs-int.npz").is_file():
         from sparseir.index import SparseIndex
@@ -294,7 +299,7 @@ def _point_key(engine: Engine, point: dict[str, Any]) -> str:
 
 def sweep(name: str, args) -> None:
     """Measure every configuration of every engine not measured yet (cached per point)."""
-    data = prepare(name, args.order, args.cache, args.queries)
+    data = prepare(name, args.order, args.cache, args.queries, args.rebuild_sparseir)
     path = data["dir"] / f"sweep-q{data['info']['n_queries']}.json"
     done = _json(path)
     engines = sweep_engines(data["info"]["n_docs"], args.engines)
@@ -357,7 +362,7 @@ def headline_plan(swept: list[dict[str, Any]]) -> list[tuple[str, dict, list[dic
 
 
 def headline(name: str, args) -> None:
-    data = prepare(name, args.order, args.cache, args.queries)
+    data = prepare(name, args.order, args.cache, args.queries, args.rebuild_sparseir)
     n = data["info"]["n_queries"]
     swept = list(_json(data["dir"] / f"sweep-q{args.sweep_queries or n}.json").values())
     data["truth"], records = None, []
@@ -645,6 +650,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sweep-queries", type=int, default=None,
                    help="headline: pick the peers' settings from the sweep run with this many queries "
                         "(default: the same as --queries)")
+    p.add_argument("--rebuild-sparseir", action="store_true",
+                   help="write sparseir's index again with the current code (after a format or writer change; the "
+                        "peers' cached indexes stay valid while the uint8 impacts are unchanged)")
     p.add_argument("--remeasure", action="store_true", help="sweep: measure cached points again")
     p.add_argument("--cache", type=Path, default=CACHE / "speed", help="built indexes and measurements")
     p.add_argument("--out", default=str(RESULTS))
