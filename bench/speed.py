@@ -475,7 +475,7 @@ def _target_lines(t: dict[str, Any]) -> list[str]:
         x = t.get(f"exact_vs_{peer}")
         if x:
             lines.append(f"- exact, sparseir / {peer} ({_fmt_point({'build': x['peer_build'], 'point': x['peer_point']})})"
-                         f": {x['sparseir_us']:.0f} / {x['peer_us']:.0f} µs = **{x['ratio']:.2f}x** (sparseir {1 / x['ratio']:.2f}x as fast) "
+                         f": {x['sparseir_us']:.0f} / {x['peer_us']:.0f} µs = **{x['ratio']:.2f}x**, sparseir {1 / x['ratio']:.2f}x as fast "
                          f"({'met' if x['met'] else 'NOT met'}; identical top-10: sparseir {x['identical_sparseir']:.3f}, "
                          f"{peer} {x['identical_peer']:.3f})")
     for thr in RECALL_TARGETS:
