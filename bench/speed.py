@@ -1,23 +1,34 @@
-"""Query speed, side by side: sparseir exact and approximate, Seismic, BMP and Lucene impact search.
+"""Query speed against the peers' best configurations: sparseir exact and approximate, PISA,
+Seismic, BMP and Lucene impact search, on real text.
 
-One command builds every engine on the same vectors, one engine at a time, and reports build
-time, index bytes, single-thread latency (mean/p50/p99), single- and multi-thread QPS, recall@10
-against exact search and nDCG@10 where qrels exist; it also plots latency against recall::
+Re-measure only the headline (after a change to sparseir's kernels; indexes and sweeps are cached,
+roughly 20 minutes on realtext + realtext-1M, the first 1,000 queries)::
 
-    python -m bench.speed                              # SciFact + 1M synthetic documents
-    python -m bench.speed --corpora scifact 5000000    # other sizes
+    flock /work/bench.lock python -m bench.speed headline
+    flock /work/bench.lock python -m bench.speed headline --rebuild-sparseir   # after an index format change
 
-Vectors: SciFact encoded with splade-tiny (``bench.synth.scifact_vectors``) and corpora of N
-documents resampled from it (``bench.synth.synthetic_corpus``), searched with the SciFact test
-queries. Every engine indexes the same integer document impacts (sparseir's uint8 quantisation)
-and searches the same integer query weights: each query is scaled so its largest weight is
-``QUERY_LEVELS`` and rounded, because BMP rescales heavier queries to that many levels; so in
-exact mode every engine computes the same integer scores. Recall@10 is tie-aware: a returned
-document counts when its exact score reaches the exact 10th score.
+Run the sweeps (every build and search setting of every engine; each built index and each
+measured point is cached, so a re-run measures only what is missing), then the headline::
 
-Latency: each query's time is the minimum over ``--repeats`` passes, after one warm-up pass
-(the machine is shared; the minimum removes time lost to other processes). One thread for every
-engine. Multi-thread QPS uses each engine's batch API with ``--threads`` threads (BMP has none).
+    flock /work/bench.lock python -m bench.speed sweep --corpora realtext realtext-1M scifact nfcorpus
+    flock /work/bench.lock python -m bench.speed headline --corpora realtext realtext-1M scifact nfcorpus
+
+``python -m bench.speed report`` rewrites ``bench/results/speed.{md,json}`` and the plots from the caches.
+
+Corpora (``bench.speed_corpora``): realtext (366,372 real documents, 6,980 MS MARCO dev queries),
+realtext-1M (mixed from the realtext vectors), SciFact and NFCorpus (BEIR test queries, nDCG@10).
+Every engine indexes the same integer impacts (sparseir's uint8 quantisation) in one shared
+document order per corpus (``--order bp``: sparseir's recursive graph bisection,
+``sparseir.index.reorder.bp_order``, when it can be imported; else the corpus order; the report
+says which), and searches the same integer query weights (each query scaled so its largest weight
+is ``QUERY_LEVELS``, rounded), so exact engines compute identical integer scores. Engines return
+positions in the shared order; ``order-bp.npy`` maps a position to the original row and ``ids.txt``
+to the document id (as sparseir's index does).
+
+Recall@10 is tie-aware, against sparseir exact on the same queries: a returned document counts
+when its exact score reaches the exact 10th score. Latency: one thread; each query's time is the
+minimum over ``--repeats`` passes after a warm-up pass. Builds run in a child process
+(``bench.speed_build``): build seconds and its peak RSS (``getrusage``).
 """
 
 from __future__ import annotations
@@ -27,45 +38,90 @@ import gc
 import json
 import platform
 import shutil
+import subprocess
 import time
-from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numba
 import numpy as np
 import scipy.sparse as sp
-from numba import njit
 from tqdm.auto import tqdm
 
-from bench.speed_engines import BMP, Engine, LuceneImpact, Seismic, SparseirApprox, SparseirExact, workdir
-from bench.synth import ROOT, scifact_vectors, synthetic_corpus
+from bench.speed_build import built
+from bench.speed_corpora import CACHE, Corpus, df_curve, load_corpus, near_duplicates, plot_df, save_csr
+from bench.speed_engines import Engine, make
+from bench.synth import ROOT
 from sparseir.evaluate import evaluate
-from sparseir.index import SparseIndex, write_index
-from sparseir.search.approx import ApproxParams
-from sparseir.search.approx_kernels import forward_index
-from sparseir.search.kernels import Postings, Query, accumulate, search_one, topk_dense
 from sparseir.timing import single_thread
 
 QUERY_LEVELS = 32  # BMP's MAX_TERM_WEIGHT
 K = 10
-ENGINES = ("sparseir-exact", "sparseir-approx", "seismic", "bmp", "lucene-impact")
-APPROX_SWEEP = [  # the "full" source (the default) by query cut; then the Seismic-style "pruned" source
+RECALL_TARGETS = (0.90, 0.95, 0.99)
+APPROX_RATIO_TARGET = 0.7
+RESULTS = ROOT / "bench" / "results"
+BASELINE = {"corpus": "scifact", "engine": "sparseir-exact", "mean_us": 94.0, "n_queries": 300,
+            "source": "bench/results/speed.json at 8bf1d43 (2026-11-21), the SciFact test queries"}
+
+# The sparseir approximate sweep: each point goes to ``ApproxSearcher.with_params(**point)``.
+APPROX_BUILD = {}  # ApproxParams build knobs (n_postings, block_size); defaults when empty
+APPROX_SWEEP = [
     {"query_cut": 4, "candidates": 100},
+    {"query_cut": 5, "candidates": 100},
+    {"query_cut": 5, "candidates": 200},
     {"query_cut": 6, "candidates": 200},
+    {"query_cut": 6, "candidates": 200, "heap_factor": 0.9},
+    {"query_cut": 7, "candidates": 200},
     {"query_cut": 8, "candidates": 300},
+    {"query_cut": 8, "candidates": 300, "heap_factor": 0.8},
     {"query_cut": 10, "candidates": 300},
     {},
     {"query_cut": 16, "candidates": 500},
+    {"query_cut": 20, "candidates": 1000},
     {"source": "pruned"},
     {"source": "pruned", "query_cut": 16, "budget": 100_000, "candidates": 1000},
 ]
-SEISMIC_BUILD = {"n_postings": 4000, "centroid_fraction": 0.1, "summary_energy": 0.4}
-SEISMIC_SWEEP = [{"query_cut": qc, "heap_factor": hf} for qc in (5, 10, 20, 40) for hf in (0.7, 0.9, 1.0)]
-BMP_SWEEP = [{"alpha": a, "beta": 1.0} for a in (1.0, 0.9, 0.7)]
-BMP_BLOCK = 32
+# Seismic: a build grid around its authors' guidance (docs/Guidelines.md: n_postings 3000-6000 for
+# MS MARCO's 8.8M documents, here scaled down with the corpus; centroid_fraction 0.05-0.2;
+# summary_energy 0.4-0.6), with and without the kNN graph. max_fraction stays at the Python
+# default 1.5 (the guidelines suggest 6: not swept for lack of time).
+SEISMIC_BUILDS = [
+    {"n_postings": n, "centroid_fraction": cf, "summary_energy": se, "max_fraction": 1.5, "nknn": kn}
+    for n, cf, se, kn in ((1000, 0.1, 0.4, 0), (2000, 0.1, 0.4, 0), (4000, 0.1, 0.4, 0), (2000, 0.2, 0.5, 0),
+                          (1000, 0.2, 0.5, 0), (2000, 0.1, 0.4, 10))
+]
+SEISMIC_SWEEP = [{"query_cut": qc, "heap_factor": hf} for qc in (3, 5, 10, 20, 40)
+                 for hf in (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)]
+SEISMIC_KNN_SWEEP = [{"query_cut": qc, "heap_factor": hf, "n_knn": nk}
+                     for qc in (3, 5, 10, 20) for hf in (0.6, 0.7, 0.9) for nk in (5, 10)]
+BMP_BLOCKS = (8, 16, 32, 64, 128)
+BMP_SWEEP = [{"alpha": a, "beta": b} for a, b in ((1.0, 1.0), (0.95, 1.0), (0.9, 1.0), (0.8, 1.0), (0.7, 1.0),
+                                                  (1.0, 0.9), (0.9, 0.8))]
+LUCENE_MAX_DOCS = 400_000  # its build takes ~20 min at realtext size; not at 1M
+# Above LARGE_DOCS, a reduced grid (builds take minutes each): Seismic's best realtext build
+# (centroid_fraction 0.2, summary_energy 0.5, n_postings 2000) with n_postings scaled by the
+# document count (1M / 366k), BMP's best blocks.
+LARGE_DOCS = 500_000
+SEISMIC_BUILDS_LARGE = [{"n_postings": 5000, "centroid_fraction": 0.2, "summary_energy": 0.5, "max_fraction": 1.5,
+                         "nknn": 0}]
+BMP_BLOCKS_LARGE = (8, 16)
+SEISMIC_SWEEP_LARGE = [{"query_cut": qc, "heap_factor": hf} for qc in (5, 10, 20) for hf in (0.7, 0.8, 0.9)]
 
+
+def sweep_engines(n_docs: int, engines: list[str]) -> list[Engine]:
+    """Every engine configuration of the sweep phase (``engines`` filters by name)."""
+    out: list[Engine] = [make("sparseir-exact"), make("sparseir-approx", APPROX_BUILD, APPROX_SWEEP),
+                         make("pisa")]
+    large = n_docs > LARGE_DOCS
+    out += [make("bmp", {"bsize": b}, BMP_SWEEP) for b in (BMP_BLOCKS_LARGE if large else BMP_BLOCKS)]
+    out += [make("seismic", b, SEISMIC_KNN_SWEEP if b["nknn"] else SEISMIC_SWEEP_LARGE if large else SEISMIC_SWEEP)
+            for b in (SEISMIC_BUILDS_LARGE if large else SEISMIC_BUILDS)]
+    if n_docs <= LUCENE_MAX_DOCS:
+        out.append(make("lucene-impact"))
+    return [e for e in out if e.name in engines]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Corpus preparation: shared order, sparseir index, integer impacts, integer queries.
 
 def quantize_queries(q: sp.csr_matrix, levels: int = QUERY_LEVELS) -> sp.csr_matrix:
     """Each row scaled so its largest weight is ``levels``, rounded to integers; zeros dropped."""
@@ -77,8 +133,10 @@ def quantize_queries(q: sp.csr_matrix, levels: int = QUERY_LEVELS) -> sp.csr_mat
     return q
 
 
-def integer_docs(index: SparseIndex) -> sp.csr_matrix:
+def integer_docs(index) -> sp.csr_matrix:
     """The index's stored impacts as a document-major CSR of integers (explicit zeros dropped)."""
+    from sparseir.search.approx_kernels import forward_index
+
     dims = np.empty(index.n_postings, dtype=np.int32)
     vals = np.empty(index.n_postings, dtype=index.impacts.dtype)
     indptr = forward_index(index.offsets, np.asarray(index.docs), np.asarray(index.impacts),
@@ -88,54 +146,108 @@ def integer_docs(index: SparseIndex) -> sp.csr_matrix:
     return docs
 
 
-@njit(cache=True)
-def _stream(a: np.ndarray) -> int:
-    s = 0
-    for i in range(a.shape[0]):
-        s += a[i]
-    return s
+def doc_order(docs: sp.csr_matrix, folder: Path, want: str) -> tuple[np.ndarray, str]:
+    """The shared document order (new position -> original row) and its name, cached."""
+    if want == "bp":
+        try:
+            from sparseir.index.reorder import bp_order
+        except ImportError:
+            tqdm.write("sparseir.index.reorder.bp_order is not available: corpus order")
+            want = "corpus"
+    if want == "corpus":
+        return np.arange(docs.shape[0]), "corpus"
+    path = folder / "order-bp.npy"
+    if not path.is_file():
+        start = time.perf_counter()
+        perm = np.asarray(bp_order(sp.csr_matrix(docs), seed=0), dtype=np.int64)
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(path, perm)
+        (folder / "order-bp.json").write_text(json.dumps({"seconds": time.perf_counter() - start}), encoding="utf-8")
+    return np.load(path), "bp"
 
 
-def memory_bandwidth(n_bytes: int = 1 << 30, repeats: int = 5) -> float:
-    """Single-thread sequential read bandwidth in bytes/s (best of ``repeats`` sums over ``n_bytes``)."""
-    a = np.ones(n_bytes // 8, dtype=np.int64)
-    _stream(a[:1000])
-    best = min(_timed(lambda: _stream(a)) for _ in range(repeats))
-    return n_bytes / best
+def prepare(name: str, order: str, cache: Path, n_queries: int | None = None,
+            rebuild_sparseir: bool = False) -> dict[str, Any]:
+    """Everything the engines share for one corpus (the first ``n_queries`` queries, all when None);
+    builds what is not cached (and sparseir's index again with ``rebuild_sparseir``)."""
+    c: Corpus = load_corpus(name)
+    perm, order = doc_order(c.docs, cache / name, order)
+    cdir = cache / name / order
+    cdir.mkdir(parents=True, exist_ok=True)
+    if not (cdir / "docs-float.npz").is_file():
+        (cdir / "terms.txt").write_text("\n".join(c.terms), encoding="utf-8")
+        (cdir / "ids.txt").write_text("\n".join(c.doc_ids[i] for i in perm), encoding="utf-8")
+        save_csr(cdir / "docs-float.npz", c.docs[perm])
+    if rebuild_sparseir:
+        shutil.rmtree(cdir / "sparseir", ignore_errors=True)
+    sparseir_build = built("sparseir-index", {}, cdir, cdir / "sparseir")
+    if not (cdir / "docs-int.npz").is_file():
+        from sparseir.index import SparseIndex
+
+        save_csr(cdir / "docs-int.npz", integer_docs(SparseIndex.load(cdir / "sparseir" / "index", verify=False)))
+    from bench.speed_engines import load_int_docs
+
+    docs = load_int_docs(cdir)
+    queries = quantize_queries(c.queries[:n_queries] if n_queries else c.queries)
+    lengths = np.bincount(docs.indices, minlength=docs.shape[1])
+    touched = np.array([lengths[queries[i].indices].sum() for i in range(queries.shape[0])])
+    info = {"corpus": name, "order": order, "n_docs": docs.shape[0], "n_postings": int(docs.nnz),
+            "postings_per_doc": docs.nnz / docs.shape[0], "n_queries": queries.shape[0], "n_queries_available": c.queries.shape[0],
+            "query_terms_mean": float(np.diff(queries.indptr).mean()),
+            "postings_per_query_mean": float(touched.mean()), "note": c.note,
+            "order_seconds": _json(cache / name / "order-bp.json").get("seconds") if order == "bp" else None}
+    return {"corpus": c, "dir": cdir, "docs": docs, "queries": queries, "info": info,
+            "sparseir_build": sparseir_build}
 
 
-def _timed(fn: Callable[[], Any]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+def _json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
-def latencies(engine: Engine, prepared: list[Any], repeats: int, pass_budget_s: float) -> np.ndarray:
+# ---------------------------------------------------------------------------------------------------
+# Measurement.
+
+def _timed_passes(engine: Engine, prepared: list[Any], point: dict, repeats: int, budget_s: float) -> np.ndarray:
     """Per-query seconds: the minimum over up to ``repeats`` passes after a warm-up pass
-    (fewer, at least one, when the passes would take more than ``pass_budget_s`` in all)."""
-    warm = _timed(lambda: [engine.search(q, K) for q in prepared])
+    (fewer, at least one, when the passes would take more than ``budget_s`` in all)."""
+    start = time.perf_counter()
+    for q in prepared:
+        engine.search(q, K, point)
+    warm = time.perf_counter() - start
     best = np.full(len(prepared), np.inf)
-    for _ in range(max(1, min(repeats, int(pass_budget_s / max(warm, 1e-9))))):
+    for _ in range(max(1, min(repeats, int(budget_s / max(warm, 1e-9))))):
         for i, q in enumerate(prepared):
-            start = time.perf_counter()
-            engine.search(q, K)
-            best[i] = min(best[i], time.perf_counter() - start)
+            t0 = time.perf_counter()
+            engine.search(q, K, point)
+            best[i] = min(best[i], time.perf_counter() - t0)
     return best
 
 
-def tie_aware_recall(results: list[np.ndarray], truth: list[np.ndarray], docs: sp.csr_matrix,
-                     queries: sp.csr_matrix) -> float:
-    """Mean over queries with a hit of |returned with exact score >= exact k-th| / |exact top-k|."""
-    scores = []
-    for i, (got, gold) in enumerate(zip(results, truth)):
-        if len(gold) == 0:
-            continue
-        q = queries[i].T
-        kth = (docs[gold] @ q).toarray().ravel().min()
-        got = np.unique(np.asarray(got[:K], dtype=np.int64))
-        s = (docs[got] @ q).toarray().ravel() if len(got) else np.zeros(0)
-        scores.append(min(len(gold), int(((s >= kth) & (s > 0)).sum())) / len(gold))
-    return float(np.mean(scores)) if scores else float("nan")
+class Truth:
+    """sparseir exact top-10 of every query, with its exact scores (the reference for recall)."""
+
+    def __init__(self, results: list[np.ndarray], docs: sp.csr_matrix, queries: sp.csr_matrix) -> None:
+        self.docs, self.queries = docs, queries
+        self.top = [np.sort(s)[::-1] for s in self.scores(results)]
+
+    def scores(self, results: list[np.ndarray]) -> list[np.ndarray]:
+        """Each result's exact integer scores of its distinct documents (score > 0 only)."""
+        out = []
+        for i, r in enumerate(results):
+            r = np.unique(np.asarray(r[:K], dtype=np.int64))
+            s = (self.docs[r] @ self.queries[i].T).toarray().ravel() if len(r) else np.zeros(0)
+            out.append(s[s > 0])
+        return out
+
+    def compare(self, results: list[np.ndarray]) -> tuple[float, float]:
+        """Tie-aware recall@10 (mean over queries with a hit) and the share of queries whose top-10
+        scores equal exact's (identical results, ties aside)."""
+        recalls, same = [], []
+        for got, top in zip(self.scores(results), self.top):
+            same.append(np.array_equal(np.sort(got)[::-1], top))
+            if len(top):
+                recalls.append(min(len(top), int((got >= top[-1]).sum())) / len(top))
+        return (float(np.mean(recalls)) if recalls else float("nan")), float(np.mean(same))
 
 
 def ndcg(results: list[np.ndarray], query_ids: list[str], doc_ids: list[str],
@@ -146,290 +258,421 @@ def ndcg(results: list[np.ndarray], query_ids: list[str], doc_ids: list[str],
     return evaluate(run, qrels, metrics=("nDCG@10",))["nDCG@10"]
 
 
-def postings_touched(index: SparseIndex, queries: sp.csr_matrix) -> np.ndarray:
-    lengths = np.diff(index.offsets)
-    return np.array([lengths[queries[i].indices].sum() for i in range(queries.shape[0])], dtype=np.int64)
-
-
-def exact_kernel_ablation(index: SparseIndex, queries: sp.csr_matrix, repeats: int) -> dict[str, float]:
-    """Mean single-thread µs/query of the unblocked TAAT pass vs the cache-blocked kernel."""
-    offsets, docs, impacts = index.offsets, np.asarray(index.docs), np.asarray(index.impacts)
-    qs = [(queries[i].indices, queries[i].data * np.float32(index.scale)) for i in range(queries.shape[0])]
-    acc = np.zeros(index.n_docs, dtype=np.float32)
-    ids, scores = np.zeros(K, np.int64), np.zeros(K, np.float32)
-
-    def unblocked(d, w):
-        accumulate(offsets, docs, impacts, d, w, acc)
-        topk_dense(acc, K, ids, scores)
-        acc[:] = 0.0
-
-    postings = Postings(offsets, docs, impacts, np.zeros(index.n_docs, np.uint8), np.zeros(len(offsets) - 1, np.uint8))
-
-    def blocked(d, w):
-        search_one(postings, Query(d, w), acc, K, ids, scores)
-
-    out = {}
-    for name, fn in (("unblocked_taat_us", unblocked), ("blocked_taat_us", blocked)):
-        for d, w in qs[:3]:
-            fn(d, w)
-        best = np.full(len(qs), np.inf)
-        for _ in range(repeats):
-            for i, (d, w) in enumerate(qs):
-                best[i] = min(best[i], _timed(lambda: fn(d, w)))
-        out[name] = float(best.mean() * 1e6)
-    return out
-
-
-def measure(engine: Engine, corpus: dict[str, Any], truth: list[np.ndarray] | None, args) -> list[dict[str, Any]]:
-    """Build ``engine``, then measure every operating point. Returns one record per point."""
-    docs, queries = corpus["docs_int"], corpus["queries"]
+def measure(engine: Engine, build: dict[str, Any], points: list[dict[str, Any]], data: dict[str, Any],
+            truth: Truth | None, args) -> list[dict[str, Any]]:
+    """Open ``engine``'s built index and measure ``points`` on every query. One record per point."""
+    out = data["dir"] / ("sparseir" if engine.name.startswith("sparseir") else engine.key)
     gc.collect()
-    build_s = _timed(engine.build)
+    engine.open(out)
+    queries, c = data["queries"], data["corpus"]
+    prepared = [engine.prepare(queries[i]) for i in range(queries.shape[0])]
+    doc_ids = (data["dir"] / "ids.txt").read_text(encoding="utf-8").split("\n")
     records = []
-    for point in engine.settings():
-        prepared = [engine.prepare(i) for i in range(queries.shape[0])]
+    for point in points:
         with single_thread():
-            lat = latencies(engine, prepared, args.repeats, args.pass_budget)
-            results = [engine.search(q, K) for q in prepared]
-        batch_s = None
-        if engine.has_batch:
-            engine.batch(K, args.threads)  # warm-up
-            batch_s = min(_timed(lambda: engine.batch(K, args.threads)) for _ in range(2))
-        rec = {
-            "engine": engine.name, "corpus": corpus["name"], "point": point or {},
-            "settings": getattr(engine, "point", {}) or point or {},
-            "build_s": build_s, "bytes": engine.nbytes,
-            "mean_us": float(lat.mean() * 1e6), "p50_us": float(np.percentile(lat, 50) * 1e6),
-            "p99_us": float(np.percentile(lat, 99) * 1e6), "qps_1t": float(1.0 / lat.mean()),
-            f"qps_{args.threads}t": (queries.shape[0] / batch_s) if batch_s else None,
-            "recall@10": 1.0 if truth is None else tie_aware_recall(results, truth, docs, queries),
-            "nDCG@10": ndcg(results, corpus["query_ids"], corpus["doc_ids"], corpus["qrels"]),
-        }
+            lat = _timed_passes(engine, prepared, point, args.repeats, args.pass_budget)
+            results = [engine.search(q, K, point) for q in prepared]
+        recall, same = truth.compare(results) if truth is not None else (1.0, 1.0)
+        rec = {"engine": engine.name, "corpus": c.name, "order": data["info"]["order"], "build": engine.build_config,
+               "point": point, "settings": engine.settings(point) if hasattr(engine, "settings") else point,
+               "build_s": build["build_s"] + getattr(engine, "open_s", 0.0), "peak_rss_bytes": build["peak_rss_bytes"],
+               "bytes": engine.nbytes(out), "n_queries": len(prepared),
+               "mean_us": float(lat.mean() * 1e6), "p50_us": float(np.percentile(lat, 50) * 1e6),
+               "p99_us": float(np.percentile(lat, 99) * 1e6), "qps_1t": float(1.0 / lat.mean()),
+               "recall@10": recall, "top10_identical": same,
+               "nDCG@10": ndcg(results, c.query_ids, doc_ids, c.qrels), "sparseir_commit": args.commit,
+               "measured_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+        if hasattr(engine, "open_s"):
+            rec["open_s"] = engine.open_s
         records.append(rec)
-        tqdm.write(f"  {engine.name} {point or ''}: {rec['mean_us']:.0f} µs mean, recall {rec['recall@10']:.3f}")
+        tqdm.write(f"  {c.name} {engine.key} {point}: {rec['mean_us']:.0f} µs, recall {recall:.4f}, "
+                   f"identical {same:.3f}")
         if truth is None:
-            truth = results
-            corpus["truth"] = truth
+            truth = data["truth"] = Truth(results, data["docs"], queries)
     engine.close()
     return records
 
 
-def corpus_name(name: str) -> str:
-    if name == "scifact":
-        return name
-    n = int(name)
-    return f"synthetic-{n // 1000}k" if n < 1_000_000 else f"synthetic-{n / 1_000_000:g}M"
+def _point_key(engine: Engine, point: dict[str, Any]) -> str:
+    return json.dumps([engine.key, point], sort_keys=True)
 
 
-def sparseir_index(name: str, base, cache: Path) -> tuple[SparseIndex, float]:
-    """The corpus's sparseir uint8 index, cached under ``cache`` (the vectors are deterministic);
-    returns it with the writer's build seconds (from the manifest when cached)."""
-    path = cache / corpus_name(name) / "sparseir"
-    if not (path / "manifest.json").is_file():
-        if name == "scifact":
-            docs, ids = base.docs, list(base.doc_ids)
+def sweep(name: str, args) -> None:
+    """Measure every configuration of every engine not measured yet (cached per point)."""
+    data = prepare(name, args.order, args.cache, args.queries, args.rebuild_sparseir)
+    path = data["dir"] / f"sweep-q{data['info']['n_queries']}.json"
+    done = _json(path)
+    engines = sweep_engines(data["info"]["n_docs"], args.engines)
+    data["truth"] = None
+    for engine in engines:
+        todo = [p for p in engine.points if args.remeasure or _point_key(engine, p) not in done]
+        if engine.name == "sparseir-exact":
+            todo = engine.points  # the reference for recall, measured in every run
+        if not todo:
+            continue
+        if engine.name.startswith("sparseir"):
+            build = data["sparseir_build"]
         else:
-            docs = synthetic_corpus(base.docs, int(name), seed=0)
-            ids = [str(i) for i in range(docs.shape[0])]
-        write_index(path, ids, docs, base.terms, quantize="uint8", overwrite=True)
-        del docs
-        gc.collect()
-    index = SparseIndex.load(path, verify=False)
-    return index, float(index.manifest["build_seconds"])
+            out = data["dir"] / engine.key
+            tqdm.write(f"{name}: building {engine.key}" if not (out / "BUILT.json").is_file() else "")
+            build = built(engine.name, engine.build_config, data["dir"], out)
+        for rec in measure(engine, build, todo, data, data["truth"], args):
+            done[_point_key(engine, rec["point"])] = rec
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(done, indent=1), encoding="utf-8")
+        tmp.replace(path)
+    (data["dir"] / "info.json").write_text(json.dumps(data["info"], indent=1), encoding="utf-8")
 
 
-def run_corpus(name: str, base, queries: sp.csr_matrix, args) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    corpus = {"name": corpus_name(name), "qrels": base.qrels if name == "scifact" else None,
-              "queries": queries, "query_ids": list(base.query_ids)}
-    root = workdir(Path(args.workdir), corpus["name"])
-    try:
-        index, index_s = sparseir_index(name, base, Path(args.workdir))
-        corpus["doc_ids"] = index.doc_ids.tolist()
-        corpus["docs_int"] = integer_docs(index)
-        touched = postings_touched(index, queries)
-        info = {"corpus": corpus["name"], "n_docs": index.n_docs, "n_postings": index.n_postings,
-                "postings_per_doc": index.n_postings / index.n_docs, "n_queries": queries.shape[0],
-                "query_terms_mean": float(np.diff(queries.indptr).mean()),
-                "postings_per_query_mean": float(touched.mean()), "sparseir_write_s": index_s}
-        tqdm.write(f"{corpus['name']}: {json.dumps(info)}")
-        engines: dict[str, Callable[[], Engine]] = {
-            "sparseir-exact": lambda: SparseirExact(index, queries),
-            "sparseir-approx": lambda: SparseirApprox(index, queries, ApproxParams(), APPROX_SWEEP),
-            "seismic": lambda: Seismic(corpus["docs_int"], queries, root, SEISMIC_BUILD, SEISMIC_SWEEP, args.threads),
-            "bmp": lambda: BMP(corpus["docs_int"], queries, root, BMP_BLOCK, BMP_SWEEP),
-            "lucene-impact": lambda: LuceneImpact(corpus["docs_int"], queries, root, args.threads),
-        }
-        records = []
-        for name_ in ENGINES:
-            if name_ == "lucene-impact" and index.n_docs > args.lucene_max_docs:
-                info["skipped"] = (f"lucene-impact: {index.n_docs:,} docs > --lucene-max-docs "
-                                   f"{args.lucene_max_docs:,} (Anserini impact indexing is too slow here)")
-                continue
-            if name_ in args.engines:
-                recs = measure(engines[name_](), corpus, corpus.get("truth"), args)
-                if name_ == "sparseir-exact":
-                    for r in recs:  # the writer's time from CSR is the exact index's build time
-                        r["build_s"] += index_s
-                if name_ == "sparseir-approx":
-                    for r in recs:
-                        r["build_s_extra"] = r["build_s"]
-                        r["build_s"] += index_s
-                records += recs
-        with single_thread():
-            info["exact_kernels"] = exact_kernel_ablation(index, queries, args.repeats)
-        return records, info
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+# ---------------------------------------------------------------------------------------------------
+# Headline: sparseir against each peer's best exact setting and Seismic's Pareto points, one process.
 
-
-def best_at_recall(records: list[dict[str, Any]], engine: str, corpus: str, floor: float = 0.95):
-    ok = [r for r in records if r["engine"] == engine and r["corpus"] == corpus and r["recall@10"] >= floor]
-    return min(ok, key=lambda r: r["mean_us"]) if ok else None
-
-
-def targets(records: list[dict[str, Any]], corpus: str) -> dict[str, Any]:
-    """The issue's targets on one corpus, as ratios (> 1 means sparseir is faster)."""
-    def one(engine, **point):
-        for r in records:
-            if r["engine"] == engine and r["corpus"] == corpus and all(r["point"].get(k) == v for k, v in point.items()):
-                return r
-        return None
-
-    exact, bmp_exact, lucene = one("sparseir-exact"), one("bmp", alpha=1.0), one("lucene-impact")
-    approx, seismic = best_at_recall(records, "sparseir-approx", corpus), best_at_recall(records, "seismic", corpus)
-    out = {}
-    if exact and bmp_exact:
-        out["exact_vs_bmp_exact_speedup"] = bmp_exact["mean_us"] / exact["mean_us"]
-    if exact and lucene:
-        out["exact_vs_lucene_speedup"] = lucene["mean_us"] / exact["mean_us"]
-    if approx and seismic:
-        out["approx_vs_seismic_qps_ratio_at_recall_0.95"] = approx["qps_1t"] / seismic["qps_1t"]
-    out["approx_best"] = approx and {k: approx[k] for k in ("point", "mean_us", "recall@10")}
-    out["seismic_best"] = seismic and {k: seismic[k] for k in ("point", "mean_us", "recall@10")}
+def pareto(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Records no other record beats on both latency and recall, fastest first."""
+    out, best = [], -1.0
+    for r in sorted(records, key=lambda r: (r["mean_us"], -r["recall@10"])):
+        if r["recall@10"] > best:
+            out.append(r)
+            best = r["recall@10"]
     return out
 
 
-def markdown(records, infos, bandwidth, args) -> str:
-    threads_col = f"qps_{args.threads}t"
-    lines = ["# Query speed: sparseir vs Seismic, BMP, Lucene impact search", "",
-             f"Generated by `python -m bench.speed {' '.join(args.argv)}` on {platform.processor() or platform.machine()}, "
-             f"{numba.config.NUMBA_NUM_THREADS} cores. Single-thread latency = per-query minimum over "
-             f"{args.repeats} passes. Measured sequential read bandwidth (1 thread): {bandwidth / 1e9:.1f} GB/s.", ""]
-    for info in infos:
-        c = info["corpus"]
-        floor_us = info["postings_per_query_mean"] * 5 / bandwidth * 1e6
-        lines += [f"## {c}: {info['n_docs']:,} docs, {info['n_postings']:,} postings "
-                  f"({info['postings_per_doc']:.0f}/doc), {info['n_queries']} queries "
-                  f"({info['query_terms_mean']:.1f} terms, {info['postings_per_query_mean']:,.0f} postings/query)", "",
-                  f"Exact bandwidth floor: {info['postings_per_query_mean'] * 5 / 1e6:.2f} MB of postings per query "
-                  f"(4-byte doc id + 1-byte impact) / {bandwidth / 1e9:.1f} GB/s = **{floor_us:.0f} µs**. "
-                  f"Exact kernels (µs/query): unblocked TAAT {info['exact_kernels']['unblocked_taat_us']:.0f}, "
-                  f"cache-blocked TAAT {info['exact_kernels']['blocked_taat_us']:.0f}.", "",
-                  f"| engine | setting | build s | bytes | mean µs | p50 µs | p99 µs | QPS 1T | QPS {args.threads}T "
-                  f"| recall@10 | nDCG@10 |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-        for r in records:
-            if r["corpus"] != c:
-                continue
-            mt = f"{r[threads_col]:.0f}" if r.get(threads_col) else "n/a"
-            nd = f"{r['nDCG@10']:.4f}" if r["nDCG@10"] is not None else "n/a"
-            setting = ", ".join(f"{k}={v}" for k, v in r["point"].items()) or "default"
-            lines.append(f"| {r['engine']} | {setting} | {r['build_s']:.1f} | {r['bytes'] / 1e6:.1f} MB | "
-                         f"{r['mean_us']:.0f} | {r['p50_us']:.0f} | {r['p99_us']:.0f} | {r['qps_1t']:.0f} | {mt} | "
-                         f"{r['recall@10']:.3f} | {nd} |")
-        if info.get("skipped"):
-            lines += ["", f"Not run: {info['skipped']}."]
-        t = info["targets"]
-        lines += ["", "Targets:"]
-        if "exact_vs_bmp_exact_speedup" in t:
-            lines.append(f"- sparseir exact vs BMP exact (alpha=beta=1): {t['exact_vs_bmp_exact_speedup']:.2f}x "
-                         f"({'met' if t['exact_vs_bmp_exact_speedup'] > 1 else 'NOT met'})")
-        if "exact_vs_lucene_speedup" in t:
-            lines.append(f"- sparseir exact vs Lucene impact: {t['exact_vs_lucene_speedup']:.2f}x "
-                         f"({'met' if t['exact_vs_lucene_speedup'] > 1 else 'NOT met'})")
-        if "approx_vs_seismic_qps_ratio_at_recall_0.95" in t:
-            ratio = t["approx_vs_seismic_qps_ratio_at_recall_0.95"]
-            lines.append(f"- sparseir approx vs Seismic, best single-thread QPS at recall@10 >= 0.95: {ratio:.2f}x "
-                         f"({'met' if ratio >= 1 else 'NOT met'}); sparseir {t['approx_best']}, "
-                         f"Seismic {t['seismic_best']}")
-        lines.append("")
-    return "\n".join(lines)
+def fastest(records: list[dict[str, Any]], engine: str, floor: float = 0.0, exact: bool = False):
+    ok = [r for r in records if r["engine"] == engine and r["recall@10"] >= floor
+          and (not exact or r["top10_identical"] == 1.0)]
+    return min(ok, key=lambda r: r["mean_us"]) if ok else None
 
 
-def _series(record: dict[str, Any]) -> str:
-    """Plot series: the engine, and the candidate source for sparseir's approximate mode."""
-    source = record["settings"].get("source") if record["engine"] == "sparseir-approx" else None
-    return f"{record['engine']} ({source})" if source else record["engine"]
+def headline_plan(swept: list[dict[str, Any]]) -> list[tuple[str, dict, list[dict]]]:
+    """(engine, build config, points) to re-measure: sparseir exact and its approximate sweep, PISA's
+    and BMP's fastest exact settings, Lucene, and Seismic's and BMP's fastest settings reaching
+    each recall target."""
+    picks: list[dict[str, Any]] = []
+    for engine in ("pisa", "bmp", "lucene-impact"):
+        picks.append(fastest(swept, engine, exact=True))
+    for engine in ("seismic", "bmp"):
+        picks += [fastest(swept, engine, t) for t in RECALL_TARGETS]
+    plan: dict[str, tuple[str, dict, list[dict]]] = {}
+    for r in filter(None, picks):
+        key = json.dumps([r["engine"], r["build"]], sort_keys=True)
+        _, _, points = plan.setdefault(key, (r["engine"], r["build"], []))
+        if r["point"] not in points:
+            points.append(r["point"])
+    return [("sparseir-exact", {}, [{}]), ("sparseir-approx", APPROX_BUILD, APPROX_SWEEP)] + list(plan.values())
 
 
-def plot(records, path: Path) -> None:
+def headline(name: str, args) -> None:
+    data = prepare(name, args.order, args.cache, args.queries, args.rebuild_sparseir)
+    n = data["info"]["n_queries"]
+    swept = list(_json(data["dir"] / f"sweep-q{args.sweep_queries or n}.json").values())
+    data["truth"], records = None, []
+    for engine_name, build_config, points in headline_plan(swept):
+        engine = make(engine_name, build_config, points)
+        build = data["sparseir_build"] if engine_name.startswith("sparseir") else \
+            built(engine_name, build_config, data["dir"], data["dir"] / engine.key)
+        records += measure(engine, build, points, data, data["truth"], args)
+    (data["dir"] / f"headline-q{n}.json").write_text(json.dumps(records, indent=1), encoding="utf-8")
+    (data["dir"] / "info.json").write_text(json.dumps(data["info"], indent=1), encoding="utf-8")
+
+
+def targets(records: list[dict[str, Any]], corpus: str) -> dict[str, Any]:
+    """The issue's targets on one corpus's headline records (ratios: sparseir / peer latency)."""
+    rs = [r for r in records if r["corpus"] == corpus]
+    exact = fastest(rs, "sparseir-exact")
+    out: dict[str, Any] = {}
+    if exact is None:
+        return out
+    for peer in ("pisa", "lucene-impact", "bmp"):
+        p = fastest(rs, peer, exact=True)
+        if p:
+            out[f"exact_vs_{peer}"] = {"ratio": exact["mean_us"] / p["mean_us"], "sparseir_us": exact["mean_us"],
+                                       "peer_us": p["mean_us"], "peer_point": p["point"], "peer_build": p["build"],
+                                       "identical_sparseir": exact["top10_identical"],
+                                       "identical_peer": p["top10_identical"],
+                                       "met": exact["mean_us"] < p["mean_us"] and p["top10_identical"] == 1.0}
+    measured = {r["engine"] for r in rs}
+    for t in RECALL_TARGETS if {"sparseir-approx", "seismic"} <= measured else ():
+        a, s = fastest(rs, "sparseir-approx", t), fastest(rs, "seismic", t)
+        out[f"approx_vs_seismic@{t:.2f}"] = {
+            "ratio": a["mean_us"] / s["mean_us"] if a and s else None,
+            "sparseir": a and {k: a[k] for k in ("point", "mean_us", "recall@10")},
+            "seismic": s and {k: s[k] for k in ("build", "point", "mean_us", "recall@10")},
+            "met": bool(a and s and a["mean_us"] <= APPROX_RATIO_TARGET * s["mean_us"])}
+    if corpus == BASELINE["corpus"]:
+        out["scifact_exact_vs_committed"] = {"now_us": exact["mean_us"], "committed": BASELINE,
+                                             "ratio": exact["mean_us"] / BASELINE["mean_us"],
+                                             "met": exact["mean_us"] <= BASELINE["mean_us"] * 1.05}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Report.
+
+HOW_PEERS_RAN = """\
+## How each engine was run
+
+All engines index the same integer impacts (sparseir's uint8 quantisation of the splade-tiny
+vectors) in one shared document order per corpus (column *order*: `bp` = sparseir's recursive graph
+bisection, `corpus` = the corpus's own order), and search the same integer queries (each scaled so
+its largest weight is 32, rounded), one query at a time on one thread. Builds run in a child process
+(`bench/speed_build.py`): *build s* is its wall time from the cached input files, *peak RSS* its
+`getrusage` maximum (Python and the input matrix included); *bytes* are the index files on disk
+(sparseir approx: the exact index plus its in-memory structures, built when the index is opened and
+timed there, added to *build s*; its *peak RSS* is the exact index's build).
+
+- **sparseir exact**: `sparseir.search.Searcher.search_vectors`, one query per call.
+- **sparseir approx**: `ApproxSearcher.with_params(**point)` for each point of `APPROX_SWEEP`.
+- **PISA** (the build bundled in `pyterrier-pisa` 0.4.9): `PisaIndex(path, stemmer='none')`, `toks_indexer(scale=1)`
+  on the integer impacts, `quantized` scorer, `query_weighted` (pyterrier-pisa repeats a query term
+  `weight` times, so the score is weight x impact), `block_simdbp` encoding, 64-posting blocks; each
+  query goes to `_pisathon.retrieve` directly (what `PisaRetrieve.transform` calls, without its
+  DataFrame work). Every algorithm (maxscore, block_max_maxscore, block_max_wand, wand, ranked_or) is
+  timed; the best exact one is in the headline. pyterrier-pisa does not expose PISA's document
+  reordering (`_pisathon.cpp` includes `reorder_docids.hpp` but binds no function to it), so PISA
+  indexes the shared order.
+- **Seismic** (`pyseismic-lsr` 0.5.4): `SeismicIndex.build_from_dataset` over a grid of `n_postings`,
+  `centroid_fraction`, `summary_energy` (around its guidelines for MS MARCO, scaled to the corpus),
+  with and without the kNN graph (`nknn` at build, `n_knn` at search); search knobs `query_cut`,
+  `heap_factor` (`sorted=True`, its default). Index saved and loaded with `save`/`load` (and
+  `save_knn`/`load_knn`).
+- **BMP** (`bmp` 0.2.8): `Indexer(bsize=..., compress_range=False)` on the shared order (its README
+  prescribes reordered ids: here BP when available), block sizes 16-128; `alpha = beta = 1` is exact.
+- **Lucene impact** (Anserini through Pyserini): `IndexCollection -impact -pretokenized -optimize`,
+  one indexing thread, `SimpleImpactSearcher.search`; realtext size and below only.
+
+Caveats:
+- BMP's `alpha = beta = 1` is not always exact: on SciFact it misses documents whose exact score is
+  above 65,535 (every miss checked had one; consistent with 16-bit score accumulators, with 8-bit
+  impacts times 32-level queries). On realtext its exact setting returned the exact top-10.
+- The peers' settings in the headline are chosen on the sweep (same queries), then re-measured;
+  the shared machine makes single runs vary by 10-30%, which is why the headline runs side by side.
+- Above 500k documents the grid is reduced (one Seismic build, two BMP block sizes), and Lucene is
+  not built at 1M (its build takes ~20 min at 366k). No 3-5M corpus was run: memory would allow
+  3M (about 220M postings: ~1.8 GB float CSR, ~1.1 GB sparseir index), but its builds (Seismic,
+  PISA's Python indexer, BMP's) did not fit the session.
+"""
+
+
+def _fmt_point(r: dict[str, Any]) -> str:
+    b = ", ".join(f"{k}={v}" for k, v in r["build"].items())
+    p = ", ".join(f"{k}={v}" for k, v in r["point"].items()) or "default"
+    return f"{b} / {p}" if b else p
+
+
+def _table(records: list[dict[str, Any]]) -> list[str]:
+    lines = ["| engine | build / search setting | build s | peak RSS | bytes | mean µs | p50 µs | p99 µs | QPS 1T "
+             "| recall@10 | identical top-10 | nDCG@10 |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        nd = f"{r['nDCG@10']:.4f}" if r.get("nDCG@10") is not None else "n/a"
+        lines.append(f"| {r['engine']} | {_fmt_point(r)} | {r['build_s']:.1f} | {r['peak_rss_bytes'] / 2**20:.0f} MiB | "
+                     f"{r['bytes'] / 1e6:.1f} MB | {r['mean_us']:.0f} | {r['p50_us']:.0f} | {r['p99_us']:.0f} | "
+                     f"{r['qps_1t']:.0f} | {r['recall@10']:.4f} | {r['top10_identical']:.3f} | {nd} |")
+    return lines
+
+
+def _target_lines(t: dict[str, Any]) -> list[str]:
+    lines = []
+    for peer in ("pisa", "lucene-impact", "bmp"):
+        x = t.get(f"exact_vs_{peer}")
+        if x:
+            lines.append(f"- exact, sparseir / {peer} ({_fmt_point({'build': x['peer_build'], 'point': x['peer_point']})})"
+                         f": {x['sparseir_us']:.0f} / {x['peer_us']:.0f} µs = **{x['ratio']:.2f}x**, sparseir {1 / x['ratio']:.2f}x as fast "
+                         f"({'met' if x['met'] else 'NOT met'}; identical top-10: sparseir {x['identical_sparseir']:.3f}, "
+                         f"{peer} {x['identical_peer']:.3f})")
+    for thr in RECALL_TARGETS:
+        x = t.get(f"approx_vs_seismic@{thr:.2f}")
+        if not x:
+            continue
+        if x["ratio"] is None:
+            missing = " and ".join(n for n, v in (("sparseir", x["sparseir"]), ("Seismic", x["seismic"])) if v is None)
+            lines.append(f"- approx at recall@10 >= {thr:.2f}: no setting of {missing} reaches it")
+            continue
+        a, s = x["sparseir"], x["seismic"]
+        lines.append(f"- approx at recall@10 >= {thr:.2f}, sparseir / Seismic: {a['mean_us']:.0f} µs "
+                     f"({a['recall@10']:.3f}, {a['point'] or 'default'}) / {s['mean_us']:.0f} µs ({s['recall@10']:.3f}, "
+                     f"{_fmt_point(s)}) = **{x['ratio']:.2f}x** (target <= {APPROX_RATIO_TARGET}: "
+                     f"{'met' if x['met'] else 'NOT met'})")
+    x = t.get("scifact_exact_vs_committed")
+    if x:
+        lines.append(f"- SciFact exact now {x['now_us']:.0f} µs vs committed {x['committed']['mean_us']:.0f} µs "
+                     f"({x['committed']['source']}): {x['ratio']:.2f}x ({'no regression' if x['met'] else 'REGRESSION'})")
+    return lines
+
+
+def plot(corpus: str, swept: list[dict[str, Any]], head: list[dict[str, Any]], path: Path) -> None:
+    """Latency against recall@10: every sweep point, each engine's Pareto frontier, the headline."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    corpora = list(dict.fromkeys(r["corpus"] for r in records))
-    fig, axes = plt.subplots(1, len(corpora), figsize=(6 * len(corpora), 4.5), squeeze=False)
-    for ax, c in zip(axes[0], corpora):
-        for label in dict.fromkeys(_series(r) for r in records):
-            rs = [r for r in records if r["corpus"] == c and _series(r) == label]
-            if rs:
-                ax.plot([r["recall@10"] for r in rs], [r["mean_us"] for r in rs], "o", label=label)
-        ax.set_yscale("log")
-        ax.set_xlabel("recall@10 vs exact")
-        ax.set_ylabel("mean latency, 1 thread (µs)")
-        ax.axvline(0.95, color="grey", lw=0.5, ls="--")
-        ax.set_title(c)
-        ax.legend(fontsize=8)
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    for i, engine in enumerate(dict.fromkeys(r["engine"] for r in swept + head)):
+        color = f"C{i}"
+        rs = [r for r in swept if r["engine"] == engine]
+        if rs:
+            ax.plot([r["recall@10"] for r in rs], [r["mean_us"] for r in rs], ".", color=color, alpha=0.3)
+            front = pareto(rs)
+            ax.plot([r["recall@10"] for r in front], [r["mean_us"] for r in front], "-", color=color, lw=1)
+        hs = [r for r in head if r["engine"] == engine]
+        if hs:
+            ax.plot([r["recall@10"] for r in hs], [r["mean_us"] for r in hs], "o", color=color, label=engine)
+        elif rs:
+            ax.plot([], [], "-", color=color, label=f"{engine} (sweep)")
+    ax.set_yscale("log")
+    ax.set_xlabel("recall@10 vs exact (tie-aware)")
+    ax.set_ylabel("mean latency, 1 thread (µs)")
+    for t in RECALL_TARGETS:
+        ax.axvline(t, color="grey", lw=0.5, ls="--")
+    ax.set_title(f"{corpus}: dots = sweep, lines = Pareto frontiers, circles = headline")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=120)
+    fig.savefig(tmp, dpi=110)
     tmp.replace(path)
+    plt.close(fig)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+REPORT_ORDER = ("realtext", "realtext-1M", "scifact", "nfcorpus")
+
+
+def report(args) -> None:
+    """``bench/results/speed.{md,json}`` and ``speed_<corpus>_<order>.png`` from every cached sweep and
+    headline under ``args.cache``."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    lines = ["# Query speed on real text: sparseir vs PISA, Seismic, BMP, Lucene impact search", "",
+             f"Generated by `python -m bench.speed` (see its docstring) on {platform.processor() or platform.machine()}, "
+             "2 cores shared with other work, one thread per query. Each corpus section names the sparseir "
+             "commits it measured (`speed.json` has it per record, `sparseir_commit`).", ""]
+    summary = ["## Targets", "", "A target is missing below where its engine or corpus has not been measured yet (no "
+               "rows in the cache: see the sections further down).", ""]
+    report_json: dict[str, Any] = {"query_levels": QUERY_LEVELS, "recall_targets": RECALL_TARGETS,
+                                   "approx_sweep": APPROX_SWEEP, "seismic_builds": SEISMIC_BUILDS,
+                                   "bmp_blocks": BMP_BLOCKS, "baseline": BASELINE, "corpora": {}}
+    names = sorted({p.parent.parent.name for p in args.cache.glob("*/*/info.json")},
+                   key=lambda n: (REPORT_ORDER.index(n) if n in REPORT_ORDER else len(REPORT_ORDER), n))
+    body = []
+    for name, order in [(n, o) for n in names for o in ("bp", "corpus") if (args.cache / n / o / "info.json").is_file()]:
+        cdir = args.cache / name / order
+        info = _json(cdir / "info.json")
+        sweep_file, head_file = _largest(cdir, "sweep"), _largest(cdir, "headline")
+        swept = list(_json(sweep_file).values()) if sweep_file else []
+        head = json.loads(head_file.read_text(encoding="utf-8")) if head_file else []
+        n = head[0]["n_queries"] if head else swept[0]["n_queries"] if swept else 0
+        t = targets(head or swept, name)
+        commits = sorted({r["sparseir_commit"] for r in swept + head})
+        report_json["corpora"][f"{name}/{order}"] = {"info": info, "targets": t, "headline": head, "sweep": swept}
+        body += [f"## {name}: {info['n_docs']:,} docs, {info['n_postings']:,} postings ({info['postings_per_doc']:.0f}/doc), "
+                  f"order: {info['order']}", "",
+                  f"Queries: the first {n:,} of {info['n_queries_available']:,} (file order) in the headline"
+                  + (f", {swept[0]['n_queries']:,} in the sweep" if swept else "") + f"; with "
+                  f"{info['n_queries']:,} queries: {info['query_terms_mean']:.1f} terms and "
+                  f"{info['postings_per_query_mean']:,.0f} postings per query.", ""]
+        if info.get("note"):
+            body += [f"Corpus: {info['note']}.", ""]
+        body += [f"sparseir commits measured: {', '.join(commits)}.", ""]
+        if head:
+            body += ["### Headline (re-measured side by side in one process)", "", *_table(head), "",
+                     "Targets:", *_target_lines(t), ""]
+            summary += [f"**{name}** ({order} order, {n:,} queries):", *_target_lines(t), ""]
+        else:
+            body += ["No headline run yet: the targets below come from the sweep (each engine measured in its own "
+                     "process run, not side by side).", "", "Targets (sweep):", *_target_lines(t), ""]
+            summary += [f"**{name}** ({order} order, {n:,} queries; from the sweep, no headline yet):",
+                        *_target_lines(t), ""]
+        if swept:
+            body += ["### Sweep: Pareto frontier of each engine, and every exact setting", ""]
+            keep = []
+            for engine in dict.fromkeys(r["engine"] for r in swept):
+                rs = [r for r in swept if r["engine"] == engine]
+                keep += [r for r in rs if r["top10_identical"] == 1.0 and r not in pareto(rs)] + pareto(rs)
+            body += [*_table(keep), "", f"All {len(swept)} sweep points are in `speed.json`.", ""]
+            png = f"speed_{name}_{order}.png"
+            plot(f"{name} ({order} order)", swept, head, out / png)
+            body += [f"![latency vs recall, {name}, {order} order]({png})", ""]
+    lines += summary + [HOW_PEERS_RAN] + body
+    if (out / "speed_df.png").is_file():
+        lines += ["## Term document-frequency curves", "", _json(out / "speed_df.json").get("text", ""), "",
+                  "![df curves](speed_df.png)", ""]
+    tmp = out / ".speed.md.tmp"
+    tmp.write_text("\n".join(lines), encoding="utf-8")
+    tmp.replace(out / "speed.md")
+    tmp = out / ".speed.json.tmp"
+    tmp.write_text(json.dumps(report_json, indent=1), encoding="utf-8")
+    tmp.replace(out / "speed.json")
+
+
+def _largest(folder: Path, phase: str) -> Path | None:
+    """``<phase>-q<N>.json`` with the largest N in ``folder``, if any."""
+    files = sorted(folder.glob(f"{phase}-q*.json"), key=lambda p: int(p.stem.split("-q")[-1]))
+    return files[-1] if files else None
+
+
+def df_check(base: str, resampled: list[str], args) -> None:
+    """Plot the term document-frequency curves of ``resampled`` against ``base``'s and measure
+    near-duplicates (``speed_df.{png,json}``)."""
+    curves, dup = {}, {}
+    for name in [base, *resampled]:
+        docs = load_corpus(name).docs
+        curves[name] = df_curve(docs)
+        dup[name] = near_duplicates(docs)
+        del docs
+        gc.collect()
+    out = Path(args.out)
+    plot_df(curves, out / "speed_df.png")
+    text = ("Mixing takes each parent term with probability 1/3 and keeps the larger weight of a repeated "
+            "term, so a term in a fraction p of realtext's documents is in about 1-(1-p/3)^3 of the mixed "
+            "ones: p for rare terms, less for the few most common. ") + "; ".join(f"{n}: {len(c):,} terms occur, top-term df {c[0]:.3f}, median nearest-neighbour cosine of "
+                     f"{dup[n]['sample']} sampled docs {dup[n]['median_nn_cosine']:.3f}, share above 0.9 "
+                     f"{dup[n]['share_nn_cosine_above_0.9']:.3f}" for n, c in curves.items())
+    (out / "speed_df.json").write_text(json.dumps({"near_duplicates": dup, "text": text}, indent=1), encoding="utf-8")
+
+
+def sparseir_commit() -> str:
+    """The last commit that changed ``sparseir/``, with ``+dirty`` when its working copy differs."""
+    def git(*a: str) -> str:
+        return subprocess.run(["git", "-C", str(ROOT), *a], capture_output=True, text=True).stdout.strip()
+
+    commit = git("log", "-1", "--format=%h", "--", "sparseir") or "unknown"
+    return commit + ("+dirty" if git("status", "--porcelain", "--", "sparseir") else "")
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--corpora", nargs="+", default=["scifact", "1000000"],
-                   help="'scifact' and/or document counts of synthetic corpora")
-    p.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
-    p.add_argument("--repeats", type=int, default=3, help="timed passes per operating point")
-    p.add_argument("--threads", type=int, default=2, help="threads for the multi-thread QPS and builds")
-    p.add_argument("--pass-budget", type=float, default=30.0,
-                   help="seconds of timed passes per operating point before --repeats is cut (min 1 pass)")
-    p.add_argument("--lucene-max-docs", type=int, default=100_000,
-                   help="skip Lucene impact search on larger corpora (its indexing is the slowest build)")
-    p.add_argument("--out", default=str(ROOT / "bench" / "results"))
-    p.add_argument("--workdir", default=str(ROOT / "data" / "cache" / "speed"),
-                   help="sparseir indexes are cached here per corpus; peers are built in temporary folders")
+    p.add_argument("phase", choices=("sweep", "headline", "report", "df"))
+    p.add_argument("--corpora", nargs="+", default=["realtext", "realtext-1M"],
+                   help="realtext, realtext-<N>[k|M] (resampled), scifact, nfcorpus")
+    p.add_argument("--engines", nargs="+", default=["sparseir-exact", "sparseir-approx", "pisa", "bmp", "seismic",
+                                                    "lucene-impact"], help="sweep: engines to measure")
+    p.add_argument("--order", choices=("bp", "corpus"), default="bp",
+                   help="shared document order (bp falls back to corpus when bp_order is not importable)")
+    p.add_argument("--repeats", type=int, default=3, help="timed passes per point (minimum per query)")
+    p.add_argument("--pass-budget", type=float, default=20.0,
+                   help="seconds of timed passes per point before --repeats is cut (at least one pass)")
+    p.add_argument("--queries", type=int, default=1000,
+                   help="use the first N queries of each corpus, in file order (recall is against exact on the "
+                        "same queries; default 1000: the sweep is too long with realtext's 6,980)")
+    p.add_argument("--sweep-queries", type=int, default=None,
+                   help="headline: pick the peers' settings from the sweep run with this many queries "
+                        "(default: the same as --queries)")
+    p.add_argument("--rebuild-sparseir", action="store_true",
+                   help="write sparseir's index again with the current code (after a format or writer change; the "
+                        "peers' cached indexes stay valid while the uint8 impacts are unchanged)")
+    p.add_argument("--remeasure", action="store_true", help="sweep: measure cached points again")
+    p.add_argument("--cache", type=Path, default=CACHE / "speed", help="built indexes and measurements")
+    p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args(argv)
-    args.argv = argv if argv is not None else __import__("sys").argv[1:]
-    if "sparseir-exact" not in args.engines:
+    if args.repeats < 1 or args.pass_budget <= 0 or (args.queries is not None and args.queries < 1):
+        p.error("--repeats and --queries must be >= 1 and --pass-budget > 0")
+    if args.phase == "sweep" and "sparseir-exact" not in args.engines:
         p.error("sparseir-exact is the reference for recall; keep it in --engines")
-    started = time.perf_counter()
-    base = scifact_vectors()
-    queries = quantize_queries(base.queries)
-    bandwidth = memory_bandwidth()
-    records, infos = [], []
-    for name in args.corpora:
-        recs, info = run_corpus(name, base, queries, args)
-        info["targets"] = targets(recs, info["corpus"])
-        records += recs
-        infos.append(info)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    report = {"argv": args.argv, "machine": {"cpu": platform.processor() or platform.machine(),
-                                             "cores": numba.config.NUMBA_NUM_THREADS},
-              "bandwidth_bytes_per_s": bandwidth, "query_levels": QUERY_LEVELS,
-              "approx_defaults": asdict(ApproxParams()), "seismic_build": SEISMIC_BUILD, "bmp_block": BMP_BLOCK,
-              "corpora": infos, "records": records, "seconds": time.perf_counter() - started}
-    write_atomic(out / "speed.json", json.dumps(report, indent=2))
-    write_atomic(out / "speed.md", markdown(records, infos, bandwidth, args))
-    plot(records, out / "speed_latency_recall.png")
-    print((out / "speed.md").read_text(encoding="utf-8"))
+    args.commit = sparseir_commit()
+    if args.phase == "df":
+        df_check("realtext", [c for c in args.corpora if c.startswith("realtext-")], args)
+    for name in args.corpora if args.phase in ("sweep", "headline") else []:
+        (sweep if args.phase == "sweep" else headline)(name, args)
+    report(args)
+    print((Path(args.out) / "speed.md").read_text(encoding="utf-8"))
 
 
 if __name__ == "__main__":

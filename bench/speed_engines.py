@@ -1,20 +1,19 @@
 """The engines compared by ``bench/speed.py``, behind one small interface.
 
-Every engine indexes the same integer document impacts (``docs``: CSR of non-negative integers,
-the sparseir uint8 impacts) and searches the same integer query weights, so in exact mode all
-of them compute the same integer scores. A document is named by its row number as a string.
+Every engine indexes the same integer document impacts (sparseir's uint8 impacts, in the corpus's
+shared document order) and searches the same integer query weights, so in exact mode all of them
+compute the same integer scores. An engine names a document by its position in the shared order.
 
-An engine exposes ``build()`` (returns nothing; timed by the caller), ``nbytes``, ``prepare(i)``
-(query ``i`` in the engine's own form, made outside the timed region), ``search(prepared, k)``
-(internal row numbers, best first), ``batch(k, threads)`` (all queries, where ``has_batch``), ``settings()`` (operating points) and ``close()``.
+An engine has a build configuration (``build_config``, part of its cache key) and operating points
+(``points``: search settings). ``build(corpus_dir, out)`` writes its index under ``out`` from the
+corpus files of ``corpus_dir`` (``docs-int.npz``, the integer impacts; ``sparseir/``, the sparseir
+index); ``bench.speed_build`` runs it in a child process to measure its peak RSS. In the measuring
+process: ``open(out)``, ``nbytes(out)``, ``prepare(q)`` (a query row in the engine's own form, made
+outside the timed region), ``search(prepared, k, point)`` (positions, best first), ``close()``.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -22,237 +21,281 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from sparseir.index import SparseIndex
-from sparseir.search import Searcher
-from sparseir.search.approx import ApproxIndex, ApproxParams, ApproxSearcher
+from bench.speed_corpora import load_csr
+from sparseir.search.approx import ApproxIndex, ApproxParams
+
+Point = dict[str, Any]
+PISA_ALGORITHMS = ("maxscore", "block_max_maxscore", "block_max_wand", "wand", "ranked_or")
+BUILD_THREADS = 2  # builds run under the benchmark lock, which gives them the machine
 
 
 def dir_size(path: Path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
+def load_int_docs(corpus_dir: Path) -> sp.csr_matrix:
+    """The integer impacts in the shared order (``docs-int.npz``, written by ``bench.speed.prepare``)."""
+    return load_csr(Path(corpus_dir) / "docs-int.npz")[0]
+
+
+def _term_dicts(docs: sp.csr_matrix):
+    """Each row as ``{str(dim): int(impact)}``."""
+    for i in range(docs.shape[0]):
+        lo, hi = docs.indptr[i], docs.indptr[i + 1]
+        yield dict(zip(map(str, docs.indices[lo:hi].tolist()), docs.data[lo:hi].astype(np.int64).tolist()))
+
+
 class Engine:
     name = "engine"
-    has_batch = False
-    point: dict[str, Any] = {}
+    exact_points: tuple[int, ...] = ()  # indices into ``points`` that are exact settings
 
-    def __init__(self, docs: sp.csr_matrix, queries: sp.csr_matrix, workdir: Path) -> None:
-        self.docs, self.queries, self.workdir = docs, queries, workdir
+    def __init__(self, build_config: Point | None = None, points: list[Point] | None = None) -> None:
+        self.build_config = dict(build_config or {})
+        self.points = list(points) if points is not None else [{}]
 
-    def settings(self) -> Iterator[dict[str, Any]]:
-        """Operating points; the engine searches with ``self.point`` set to each in turn."""
-        yield {}
+    @property
+    def key(self) -> str:
+        """Cache key of the built index: the engine and its build configuration."""
+        return "-".join([self.name] + [f"{k}={v}" for k, v in sorted(self.build_config.items())])
 
-    def batch(self, k: int, threads: int) -> list[np.ndarray]:
-        raise NotImplementedError(f"{self.name} has no multi-threaded batch search")
+    def build(self, corpus_dir: Path, out: Path) -> None:
+        raise NotImplementedError
+
+    def open(self, out: Path) -> None:
+        raise NotImplementedError
+
+    def nbytes(self, out: Path) -> int:
+        return dir_size(out)
+
+    def prepare(self, q: sp.csr_matrix) -> Any:
+        return q
+
+    def search(self, prepared: Any, k: int, point: Point) -> np.ndarray:
+        raise NotImplementedError
 
     def close(self) -> None:
         pass
 
 
 class SparseirExact(Engine):
-    """sparseir's exact search over its uint8 index (built from the float vectors by the caller)."""
+    """sparseir's exact search (``Searcher``) over its uint8 index, written by the harness."""
 
     name = "sparseir-exact"
-    has_batch = True
+    exact_points = (0,)
 
-    def __init__(self, index: SparseIndex, queries: sp.csr_matrix) -> None:
-        super().__init__(None, queries, index.path)
-        self.index = index
+    def build(self, corpus_dir: Path, out: Path) -> None:
+        raise NotImplementedError("the harness writes sparseir's index (bench.speed_build sparseir-index)")
 
-    def build(self) -> None:
+    def open(self, out: Path) -> None:
+        from sparseir.index import SparseIndex
+        from sparseir.search import Searcher
+
+        self.index = SparseIndex.load(out / "index", verify=False)
         self.searcher = Searcher(self.index)
 
-    @property
-    def nbytes(self) -> int:
+    def nbytes(self, out: Path) -> int:
         return self.index.nbytes
 
-    def prepare(self, i: int) -> sp.csr_matrix:
-        return self.queries[i]
-
-    def search(self, q: sp.csr_matrix, k: int) -> np.ndarray:
+    def search(self, q: sp.csr_matrix, k: int, point: Point) -> np.ndarray:
         ids, _, counts = self.searcher.search_vectors(q, k)
         return ids[0, :counts[0]]
 
-    def batch(self, k: int, threads: int) -> list[np.ndarray]:
-        ids, _, counts = self.searcher.search_vectors(self.queries, k, threads=threads)
-        return [row[:c] for row, c in zip(ids, counts)]
-
 
 class SparseirApprox(SparseirExact):
-    """sparseir's approximate mode; ``sweep`` lists the per-query knob settings to measure."""
+    """sparseir's approximate mode (``ApproxSearcher``); each point is passed to ``with_params``.
+
+    The build configuration holds the build-time knobs (``n_postings``, ``block_size``); the
+    structures are built in memory when the index is opened (timed there).
+    """
 
     name = "sparseir-approx"
 
-    def __init__(self, index: SparseIndex, queries: sp.csr_matrix, params: ApproxParams,
-                 sweep: list[dict[str, Any]]) -> None:
-        super().__init__(index, queries)
-        self.params, self.sweep = params, sweep
+    def open(self, out: Path) -> None:
+        import time
 
-    def build(self) -> None:
-        self.approx = ApproxIndex(self.index, self.params.n_postings, self.params.block_size)
-        self.searcher = ApproxSearcher(self.index, params=self.params, approx=self.approx)
+        from sparseir.search.approx import ApproxSearcher
 
-    @property
-    def nbytes(self) -> int:
+        super().open(out)
+        params = ApproxParams(**self.build_config)
+        start = time.perf_counter()
+        self.approx = ApproxIndex(self.index, params.n_postings, params.block_size)
+        self.open_s = time.perf_counter() - start
+        self.base = ApproxSearcher(self.index, params=params, approx=self.approx)
+        self._searchers: dict[str, Any] = {}
+
+    def nbytes(self, out: Path) -> int:
         return self.index.nbytes + self.approx.nbytes
 
-    def settings(self) -> Iterator[dict[str, Any]]:
-        base = self.searcher
-        for point in self.sweep:
-            self.searcher = base.with_params(**point)
-            self.point = asdict(self.searcher.params)
-            yield point
-        self.searcher = base
+    def settings(self, point: Point) -> Point:
+        """Every knob of ``point``'s searcher (for the report)."""
+        return asdict(self._searcher(point).params)
+
+    def _searcher(self, point: Point):
+        key = repr(sorted(point.items()))
+        if key not in self._searchers:
+            self._searchers[key] = self.base.with_params(**point)
+        return self._searchers[key]
+
+    def search(self, q: sp.csr_matrix, k: int, point: Point) -> np.ndarray:
+        ids, _, counts = self._searcher(point).search_vectors(q, k)
+        return ids[0, :counts[0]]
+
+
+class Pisa(Engine):
+    """PISA through ``pyterrier-pisa``: its learned-sparse path (``toks_indexer`` with ``scale=1`` on
+    the integer impacts, ``stemmer='none'``, the ``quantized`` scorer, ``query_weighted``), default
+    ``block_simdbp`` encoding and 64-posting blocks. Each point names a query ``algorithm``; all are
+    exact. Queries go straight to ``_pisathon.retrieve`` (what ``PisaRetrieve.transform`` calls,
+    without its DataFrame work), one query per call, one thread.
+    """
+
+    name = "pisa"
+
+    def __init__(self, build_config: Point | None = None, points: list[Point] | None = None) -> None:
+        super().__init__(build_config, points or [{"algorithm": a} for a in PISA_ALGORITHMS])
+        self.exact_points = tuple(range(len(self.points)))
+
+    def build(self, corpus_dir: Path, out: Path) -> None:
+        from pyterrier_pisa import PisaIndex
+
+        docs = load_int_docs(corpus_dir)
+        index = PisaIndex(str(out / "pisa"), stemmer="none", threads=BUILD_THREADS)
+        index.toks_indexer(scale=1.0).index({"docno": str(i), "toks": t} for i, t in enumerate(_term_dicts(docs)))
+        index.quantized(num_results=10)  # builds the block-max (wand) data and the compressed index
+
+    def open(self, out: Path) -> None:
+        from pyterrier_pisa import PisaIndex, _pisathon
+
+        self._retrieve = _pisathon.retrieve
+        self._ctxt = PisaIndex(str(out / "pisa"), stemmer="none", threads=1).quantized(num_results=10)._ctxt
+        self._buffers: dict[int, tuple[np.ndarray, ...]] = {}
+
+    def prepare(self, q: sp.csr_matrix) -> list[tuple[int, dict[str, float]]]:
+        # pyterrier-pisa repeats a term int(weight) times; query_weighted then scores weight * impact
+        return [(0, {str(c): float(w) for c, w in zip(q.indices.tolist(), q.data.tolist())})]
+
+    def search(self, q, k: int, point: Point) -> np.ndarray:
+        if k not in self._buffers:
+            self._buffers[k] = (np.empty(k, np.int32), np.empty(k, object), np.empty(k, np.int32),
+                                np.empty(k, np.float32))
+        qidx, docnos, ranks, scores = self._buffers[k]
+        n = self._retrieve(self._ctxt, point["algorithm"], q, k=k, threads=1, query_weighted=1, pretokenised=True,
+                           result_qidxs=qidx, result_docnos=docnos, result_ranks=ranks, result_scores=scores)
+        return np.array([int(d) for d in docnos[:n]], dtype=np.int64)
 
 
 class Seismic(Engine):
-    """Seismic (``pyseismic-lsr``): clustered blocks with summary vectors, query cut, heap factor."""
+    """Seismic (``pyseismic-lsr``): pruned, clustered posting lists with summary vectors, and an
+    optional kNN graph (``nknn`` at build, ``n_knn`` per query) that refines the results."""
 
     name = "seismic"
-    has_batch = True
 
-    def __init__(self, docs, queries, workdir, build_args: dict[str, Any], sweep: list[dict[str, Any]],
-                 threads: int) -> None:
-        super().__init__(docs, queries, workdir)
-        self.build_args, self.sweep, self.threads = build_args, sweep, threads
-
-    def build(self) -> None:
+    def build(self, corpus_dir: Path, out: Path) -> None:
         import seismic
 
-        dataset = seismic.SeismicDataset(dim=self.docs.shape[1])
-        dataset.add_documents_by_id([str(i) for i in range(self.docs.shape[0])], self.docs.indices.astype(np.int64),
-                                    self.docs.data.astype(np.float32), self.docs.indptr.astype(np.int64))
-        self.index = seismic.SeismicIndex.build_from_dataset(dataset, num_threads=self.threads, **self.build_args)
-        del dataset
+        docs = load_int_docs(corpus_dir)
+        dataset = seismic.SeismicDataset(dim=docs.shape[1])
+        dataset.add_documents_by_id([str(i) for i in range(docs.shape[0])], docs.indices.astype(np.int64),
+                                    docs.data.astype(np.float32), docs.indptr.astype(np.int64))
+        del docs
+        index = seismic.SeismicIndex.build_from_dataset(dataset, num_threads=BUILD_THREADS, **self.build_config)
+        out.mkdir(parents=True, exist_ok=True)
+        index.save(str(out / "index"))
+        if self.build_config.get("nknn"):
+            index.save_knn(str(out / "index.knn"))
+
+    def open(self, out: Path) -> None:
+        import seismic
+
+        self.index = seismic.SeismicIndex.load(str(out / "index.index.seismic"))
+        if self.build_config.get("nknn") and not self.index.knn_len:
+            self.index.load_knn(str(out / "index.knn.knn.seismic"))  # save_knn appends .knn.seismic
         self._string = seismic.get_seismic_string()
-        path = self.workdir / "seismic"
-        self.index.save(str(path))
-        self._nbytes = os.path.getsize(f"{path}.index.seismic")
-        os.remove(f"{path}.index.seismic")
 
-    @property
-    def nbytes(self) -> int:
-        return self._nbytes
-
-    def _query(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        q = self.queries[i]
+    def prepare(self, q: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
         return np.array([str(c) for c in q.indices], dtype=self._string), q.data.astype(np.float32)
 
-    def prepare(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        return self._query(i)
-
-    def settings(self) -> Iterator[dict[str, Any]]:
-        for point in self.sweep:
-            self.point = point
-            yield point
-
-    def search(self, q, k: int) -> np.ndarray:
-        res = self.index.search("q", q[0], q[1], k=k, **self.point)
+    def search(self, q, k: int, point: Point) -> np.ndarray:
+        res = self.index.search("q", q[0], q[1], k=k, **point)
         return np.array([int(r[2]) for r in res], dtype=np.int64)
-
-    def batch(self, k: int, threads: int) -> list[np.ndarray]:
-        qs = [self._query(i) for i in range(self.queries.shape[0])]
-        res = self.index.batch_search(np.array([str(i) for i in range(len(qs))], dtype=self._string),
-                                      [c for c, _ in qs], [v for _, v in qs], k=k, num_threads=threads,
-                                      **self.point)
-        return [np.array([int(r[2]) for r in row], dtype=np.int64) for row in res]
 
     def close(self) -> None:
         del self.index
 
 
 class BMP(Engine):
-    """Block-Max Pruning (``bmp``): block upper bounds over a block forward index, 8-bit impacts.
-
-    ``alpha = beta = 1`` is its exact setting.
-    """
+    """Block-Max Pruning (``bmp``): block upper bounds over a block forward index, on the shared
+    (BP-reordered, when available) document order as its README prescribes. ``bsize`` is built;
+    ``alpha``/``beta`` per query, ``alpha = beta = 1`` being exact."""
 
     name = "bmp"
 
-    def __init__(self, docs, queries, workdir, bsize: int, sweep: list[dict[str, Any]]) -> None:
-        super().__init__(docs, queries, workdir)
-        self.bsize, self.sweep = bsize, sweep
+    def __init__(self, build_config: Point | None = None, points: list[Point] | None = None) -> None:
+        super().__init__(build_config, points)
+        self.exact_points = tuple(i for i, p in enumerate(self.points)
+                                  if p.get("alpha", 1.0) == 1.0 and p.get("beta", 1.0) == 1.0)
 
-    def build(self) -> None:
+    def build(self, corpus_dir: Path, out: Path) -> None:
         import bmp
 
-        self.path = self.workdir / "index.bmp"
-        indexer = bmp.Indexer(str(self.path), bsize=self.bsize, compress_range=False)
-        d = self.docs
-        for i in range(d.shape[0]):
-            lo, hi = d.indptr[i], d.indptr[i + 1]
-            indexer.add_document(str(i), dict(zip(map(str, d.indices[lo:hi].tolist()),
-                                                  d.data[lo:hi].astype(np.int64).tolist())))
+        out.mkdir(parents=True, exist_ok=True)
+        indexer = bmp.Indexer(str(out / "index.bmp"), bsize=self.build_config["bsize"], compress_range=False)
+        for i, terms in enumerate(_term_dicts(load_int_docs(corpus_dir))):
+            indexer.add_document(str(i), terms)
         indexer.finish()
-        self.searcher = bmp.Searcher(str(self.path))
 
-    @property
-    def nbytes(self) -> int:
-        return os.path.getsize(self.path)
+    def open(self, out: Path) -> None:
+        import bmp
 
-    def prepare(self, i: int) -> dict[str, int]:
-        q = self.queries[i]
+        self.searcher = bmp.Searcher(str(out / "index.bmp"))
+
+    def prepare(self, q: sp.csr_matrix) -> dict[str, int]:
         return dict(zip(map(str, q.indices.tolist()), q.data.astype(np.int64).tolist()))
 
-    def settings(self) -> Iterator[dict[str, Any]]:
-        for point in self.sweep:
-            self.point = point
-            yield point
-
-    def search(self, q: dict[str, int], k: int) -> np.ndarray:
-        names, _ = self.searcher.search(q, k=k, **self.point)
+    def search(self, q: dict[str, int], k: int, point: Point) -> np.ndarray:
+        names, _ = self.searcher.search(q, k=k, alpha=point.get("alpha", 1.0), beta=point.get("beta", 1.0))
         return np.array([int(n) for n in names], dtype=np.int64)
 
     def close(self) -> None:
         del self.searcher
-        os.remove(self.path)
 
 
 class LuceneImpact(Engine):
-    """Lucene impact search through Pyserini/Anserini (``sparseir.baselines.lucene_impact``)."""
+    """Lucene impact search through Pyserini/Anserini (``sparseir.baselines.lucene_impact``), exact."""
 
     name = "lucene-impact"
-    has_batch = True
+    exact_points = (0,)
 
-    def __init__(self, docs, queries, workdir, threads: int) -> None:
-        super().__init__(docs, queries, workdir)
-        self.threads = threads
+    def build(self, corpus_dir: Path, out: Path) -> None:
+        from sparseir.baselines.lucene_impact import build_impact_index
 
-    def build(self) -> None:
-        from sparseir.baselines.lucene_impact import ImpactSearcher, build_impact_index
+        docs = load_int_docs(corpus_dir)
+        build_impact_index([str(i) for i in range(docs.shape[0])], docs, out / "lucene", scale=None, threads=1)  # 1: keeps the order
 
-        self.path = self.workdir / "lucene"
-        build_impact_index([str(i) for i in range(self.docs.shape[0])], self.docs, self.path, scale=None,
-                           threads=self.threads)
-        self.searcher = ImpactSearcher(self.path, scale=None)
+    def open(self, out: Path) -> None:
+        from sparseir.baselines.lucene_impact import ImpactSearcher
 
-    @property
-    def nbytes(self) -> int:
-        return dir_size(self.path)
+        self.searcher = ImpactSearcher(out / "lucene", scale=None)
 
-    def prepare(self, i: int):
-        from jnius import autoclass  # the JVM is up: build() started it
+    def prepare(self, q: sp.csr_matrix):
+        from jnius import autoclass  # the JVM is up: open() started it
 
         jmap, jint = autoclass("java.util.HashMap"), autoclass("java.lang.Integer")
-        q, jq = self.queries[i], jmap()
+        jq = jmap()
         for c, w in zip(q.indices.tolist(), q.data.astype(np.int64).tolist()):
             jq.put(str(c), jint(w))
         return jq
 
-    def search(self, jq, k: int) -> np.ndarray:
+    def search(self, jq, k: int, point: Point) -> np.ndarray:
         return np.array([int(h.docid) for h in self.searcher._searcher.search(jq, k)], dtype=np.int64)
-
-    def batch(self, k: int, threads: int) -> list[np.ndarray]:
-        qids = [str(i) for i in range(self.queries.shape[0])]
-        run = self.searcher.batch_search(self.queries, qids, k=k, threads=threads)
-        return [np.array([int(h.doc_id) for h in run[q]], dtype=np.int64) for q in qids]
 
     def close(self) -> None:
         self.searcher.close()
-        shutil.rmtree(self.path, ignore_errors=True)
 
 
-def workdir(root: Path, name: str) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=root))
+ENGINES: dict[str, type[Engine]] = {e.name: e for e in (SparseirExact, SparseirApprox, Pisa, Seismic, BMP,
+                                                           LuceneImpact)}
+
+
+def make(name: str, build_config: Point | None = None, points: list[Point] | None = None) -> Engine:
+    return ENGINES[name](build_config, points)

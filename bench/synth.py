@@ -1,8 +1,14 @@
-"""Real SciFact splade-tiny vectors, and large synthetic corpora resampled from them.
+"""Real BEIR splade-tiny vectors, and large synthetic corpora resampled from real vectors.
 
 ``synthetic_corpus(n_docs, seed)`` makes each document from two random real documents: about
 70% of the first one's terms and 30% of the second's, weights jittered by a log-normal factor.
-Document lengths and per-term document frequencies therefore follow SciFact's, scaled up.
+Document lengths and per-term document frequencies therefore follow SciFact's, scaled up; with
+few base documents it makes near-duplicates (each base document is the main parent of many).
+
+``mixed_corpus(base, n_docs, parents, seed)`` avoids that: each document takes a random ``1/parents``
+of the terms of each of ``parents`` distinct random base documents, so two documents that share a
+parent share only about ``1/parents**2`` of its terms, while lengths and document frequencies stay
+close to the base's (checked by ``bench.speed_corpora.df_curve``).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import scipy.sparse as sp
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 SCIFACT = SHARED / "data" / "beir" / "scifact"
+NFCORPUS = SHARED / "data" / "beir" / "nfcorpus"
 SPLADE_TINY = SHARED / "models" / "splade-tiny"
 CACHE = ROOT / "data" / "cache"
 
@@ -33,7 +40,8 @@ class EncodedDataset:
 
 
 def scifact_vectors(model: Path = SPLADE_TINY, data: Path = SCIFACT) -> EncodedDataset:
-    """SciFact encoded with splade-tiny (docs at 256 tokens, queries at 64), cached on disk."""
+    """A BEIR set (SciFact by default) encoded with splade-tiny (docs at 256 tokens, queries at 64),
+    test queries with qrels only, cached on disk."""
     from sparseir.corpus import load_corpus, load_qrels, load_queries
     from sparseir.encoders import MLMSparseEncoder
 
@@ -96,3 +104,44 @@ def synthetic_corpus(base: sp.csr_matrix, n_docs: int, seed: int = 0, chunk: int
         data.append(v)
     return sp.csr_matrix((np.concatenate(data), np.concatenate(indices), np.concatenate(indptr)),
                          shape=(n_docs, base.shape[1]))
+
+
+def mixed_corpus(base: sp.csr_matrix, n_docs: int, parents: int = 3, seed: int = 0, chunk: int = 100_000,
+                 jitter: float = 0.1) -> sp.csr_matrix:
+    """``n_docs`` documents, each mixed from ``parents`` distinct random rows of ``base`` (see the module
+    docstring); a term drawn from two parents keeps the larger weight."""
+    if parents < 1 or parents > base.shape[0]:
+        raise ValueError(f"parents must be in [1, {base.shape[0]}], got {parents}")
+    rng = np.random.default_rng(seed)
+    indptr, indices, data = [np.zeros(1, np.int64)], [], []
+    base = sp.csr_matrix(base)
+    for start in range(0, n_docs, chunk):
+        m = min(chunk, n_docs - start)
+        picks = _distinct_rows(rng, base.shape[0], m, parents)
+        r, c, v = _gather_rows(base, picks.ravel())
+        keep = rng.random(len(r)) < 1.0 / parents
+        r, c, v = r[keep] // parents, c[keep], v[keep]
+        v = (v * rng.lognormal(0.0, jitter, size=len(v))).astype(np.float32)
+        order = np.lexsort((c, r))
+        r, c, v = r[order], c[order], v[order]
+        first = np.ones(len(r), dtype=bool)
+        first[1:] = (r[1:] != r[:-1]) | (c[1:] != c[:-1])
+        starts = np.flatnonzero(first)
+        v = np.maximum.reduceat(v, starts) if len(v) else v
+        r, c = r[starts], c[starts]
+        indptr.append(indptr[-1][-1] + np.cumsum(np.bincount(r, minlength=m)))
+        indices.append(c.astype(np.int32))
+        data.append(v)
+    return sp.csr_matrix((np.concatenate(data), np.concatenate(indices), np.concatenate(indptr)),
+                         shape=(n_docs, base.shape[1]))
+
+
+def _distinct_rows(rng: np.random.Generator, n: int, m: int, k: int) -> np.ndarray:
+    """``m`` rows of ``k`` distinct integers in ``[0, n)`` (redraws the rows with a repeat)."""
+    picks = rng.integers(n, size=(m, k))
+    while True:
+        s = np.sort(picks, axis=1)
+        bad = (s[:, 1:] == s[:, :-1]).any(axis=1)
+        if not bad.any():
+            return picks
+        picks[bad] = rng.integers(n, size=(int(bad.sum()), k))
