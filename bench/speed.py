@@ -62,24 +62,14 @@ RESULTS = ROOT / "bench" / "results"
 BASELINE = {"corpus": "scifact", "engine": "sparseir-exact", "mean_us": 94.0, "n_queries": 300,
             "source": "bench/results/speed.json at 8bf1d43 (2026-11-21), the SciFact test queries"}
 
-# The sparseir approximate sweep: each point goes to ``ApproxSearcher.with_params(**point)``.
-APPROX_BUILD = {}  # ApproxParams build knobs (n_postings, block_size); defaults when empty
-APPROX_SWEEP = [
-    {"query_cut": 4, "candidates": 100},
-    {"query_cut": 5, "candidates": 100},
-    {"query_cut": 5, "candidates": 200},
-    {"query_cut": 6, "candidates": 200},
-    {"query_cut": 6, "candidates": 200, "heap_factor": 0.9},
-    {"query_cut": 7, "candidates": 200},
-    {"query_cut": 8, "candidates": 300},
-    {"query_cut": 8, "candidates": 300, "heap_factor": 0.8},
-    {"query_cut": 10, "candidates": 300},
-    {},
-    {"query_cut": 16, "candidates": 500},
-    {"query_cut": 20, "candidates": 1000},
-    {"source": "pruned"},
-    {"source": "pruned", "query_cut": 16, "budget": 100_000, "candidates": 1000},
-]
+# The sparseir approximate sweep: each point goes to ``ApproxSearcher.with_params(**point)``; the
+# build knobs (``APPROX_BUILD``: n_postings, block_size; ``IMPACT_KEEP``: the "impact" source's keep
+# fraction) make separate builds.
+APPROX_BUILD = {}
+APPROX_SWEEP = [{"source": "full", "query_cut": qc, "candidates": c} for qc, c in ((4, 100), (6, 200), (8, 300), (12, 200))]
+APPROX_SWEEP += [{"source": "pruned"}, {"source": "pruned", "query_cut": 16, "budget": 100_000, "candidates": 1000}]
+IMPACT_KEEP = (0.25, 0.3, 0.4, 0.5)
+IMPACT_SWEEP = [{"source": "impact", "query_cut": qc, "candidates": c} for qc in (12, 64) for c in (25, 50, 100, 200)]
 # Seismic: a build grid around its authors' guidance (docs/Guidelines.md: n_postings 3000-6000 for
 # MS MARCO's 8.8M documents, here scaled down with the corpus; centroid_fraction 0.05-0.2;
 # summary_energy 0.4-0.6), with and without the kNN graph. max_fraction stays at the Python
@@ -109,8 +99,9 @@ SEISMIC_SWEEP_LARGE = [{"query_cut": qc, "heap_factor": hf} for qc in (5, 10, 20
 
 def sweep_engines(n_docs: int, engines: list[str]) -> list[Engine]:
     """Every engine configuration of the sweep phase (``engines`` filters by name)."""
-    out: list[Engine] = [make("sparseir-exact"), make("sparseir-approx", APPROX_BUILD, APPROX_SWEEP),
-                         make("pisa")]
+    out: list[Engine] = [make("sparseir-exact"), make("sparseir-approx", APPROX_BUILD, APPROX_SWEEP)]
+    out += [make("sparseir-approx", {"keep": keep}, IMPACT_SWEEP) for keep in IMPACT_KEEP]
+    out.append(make("pisa"))
     large = n_docs > LARGE_DOCS
     out += [make("bmp", {"bsize": b}, BMP_SWEEP) for b in (BMP_BLOCKS_LARGE if large else BMP_BLOCKS)]
     out += [make("seismic", b, SEISMIC_KNN_SWEEP if b["nknn"] else SEISMIC_SWEEP_LARGE if large else SEISMIC_SWEEP)
@@ -344,13 +335,13 @@ def fastest(records: list[dict[str, Any]], engine: str, floor: float = 0.0, exac
 
 
 def headline_plan(swept: list[dict[str, Any]]) -> list[tuple[str, dict, list[dict]]]:
-    """(engine, build config, points) to re-measure: sparseir exact and its approximate sweep, PISA's
-    and BMP's fastest exact settings, Lucene, and Seismic's and BMP's fastest settings reaching
-    each recall target."""
+    """(engine, build config, points) to re-measure: sparseir exact, PISA's and BMP's fastest exact
+    settings, Lucene, and sparseir approx's, Seismic's and BMP's fastest settings reaching each
+    recall target."""
     picks: list[dict[str, Any]] = []
     for engine in ("pisa", "bmp", "lucene-impact"):
         picks.append(fastest(swept, engine, exact=True))
-    for engine in ("seismic", "bmp"):
+    for engine in ("sparseir-approx", "seismic", "bmp"):
         picks += [fastest(swept, engine, t) for t in RECALL_TARGETS]
     plan: dict[str, tuple[str, dict, list[dict]]] = {}
     for r in filter(None, picks):
@@ -358,7 +349,7 @@ def headline_plan(swept: list[dict[str, Any]]) -> list[tuple[str, dict, list[dic
         _, _, points = plan.setdefault(key, (r["engine"], r["build"], []))
         if r["point"] not in points:
             points.append(r["point"])
-    return [("sparseir-exact", {}, [{}]), ("sparseir-approx", APPROX_BUILD, APPROX_SWEEP)] + list(plan.values())
+    return [("sparseir-exact", {}, [{}])] + list(plan.values())
 
 
 def headline(name: str, args) -> None:
@@ -421,7 +412,9 @@ its largest weight is 32, rounded), one query at a time on one thread. Builds ru
 timed there, added to *build s*; its *peak RSS* is the exact index's build).
 
 - **sparseir exact**: `sparseir.search.Searcher.search_vectors`, one query per call.
-- **sparseir approx**: `ApproxSearcher.with_params(**point)` for each point of `APPROX_SWEEP`.
+- **sparseir approx**: `ApproxSearcher.with_params(**point)` for each point of `APPROX_SWEEP` (sources
+  "full" and "pruned") and, for each `keep` in `IMPACT_KEEP` (a build knob), of `IMPACT_SWEEP` (source
+  "impact", the default).
 - **PISA** (the build bundled in `pyterrier-pisa` 0.4.9): `PisaIndex(path, stemmer='none')`, `toks_indexer(scale=1)`
   on the integer impacts, `quantized` scorer, `query_weighted` (pyterrier-pisa repeats a query term
   `weight` times, so the score is weight x impact), `block_simdbp` encoding, 64-posting blocks; each

@@ -104,7 +104,7 @@ class SparseirExact(Engine):
 class SparseirApprox(SparseirExact):
     """sparseir's approximate mode (``ApproxSearcher``); each point is passed to ``with_params``.
 
-    The build configuration holds the build-time knobs (``n_postings``, ``block_size``); the
+    The build configuration holds the build-time knobs (``n_postings``, ``block_size``, ``keep``); the
     structures are built in memory when the index is opened (timed there).
     """
 
@@ -118,7 +118,7 @@ class SparseirApprox(SparseirExact):
         super().open(out)
         params = ApproxParams(**self.build_config)
         start = time.perf_counter()
-        self.approx = ApproxIndex(self.index, params.n_postings, params.block_size)
+        self.approx = ApproxIndex(self.index, params.n_postings, params.block_size, params.keep)
         self.open_s = time.perf_counter() - start
         self.base = ApproxSearcher(self.index, params=params, approx=self.approx)
         self._searchers: dict[str, Any] = {}

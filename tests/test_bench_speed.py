@@ -125,12 +125,15 @@ def test_headline_plan_and_targets_pick_each_peers_best():
              rec("seismic", 100, 0.91, {"n_postings": 1}, {"query_cut": 3}),
              rec("seismic", 200, 0.96, {"n_postings": 2}, {"query_cut": 5}),
              rec("seismic", 150, 0.97, {"n_postings": 1}, {"query_cut": 10}),
-             rec("bmp", 500, 0.99, {"bsize": 16}, {"alpha": 1.0, "beta": 1.0}, same=0.9)]  # not exact: overflow
+             rec("bmp", 500, 0.99, {"bsize": 16}, {"alpha": 1.0, "beta": 1.0}, same=0.9),  # not exact: overflow
+             rec("sparseir-approx", 90, 0.93, {"keep": 0.3}, {"candidates": 50}),
+             rec("sparseir-approx", 130, 0.96, {}, {"source": "full"})]
     plan = {(e, json.dumps(b, sort_keys=True)): p for e, b, p in speed.headline_plan(swept)}
     assert plan[("pisa", "{}")] == [{"algorithm": "maxscore"}]
     assert plan[("seismic", '{"n_postings": 1}')] == [{"query_cut": 3}, {"query_cut": 10}]  # 0.90; 0.95 and 0.99
     assert ("seismic", '{"n_postings": 2}') not in plan  # dominated
-    assert plan[("sparseir-approx", json.dumps(speed.APPROX_BUILD))] == speed.APPROX_SWEEP
+    assert plan[("sparseir-approx", '{"keep": 0.3}')] == [{"candidates": 50}]  # its fastest at 0.90
+    assert plan[("sparseir-approx", "{}")] == [{"source": "full"}]  # at 0.95 and 0.99
     head = [rec("sparseir-exact", 400, 1.0), rec("sparseir-approx", 60, 0.92, point={"query_cut": 2}),
             rec("sparseir-approx", 120, 0.97)] + swept
     t = speed.targets(head, "c")
