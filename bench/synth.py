@@ -77,6 +77,23 @@ def _gather_rows(base: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.
     return owner, base.indices[pos], base.data[pos]
 
 
+def _append_rows(r: np.ndarray, c: np.ndarray, v: np.ndarray, m: int, rng: np.random.Generator, jitter: float,
+                 indptr: list, indices: list, data: list) -> None:
+    """Append ``m`` CSR rows from (row, column, weight) triples: weights jittered (log-normal), a term
+    drawn twice for one row keeps the larger weight."""
+    v = (v * rng.lognormal(0.0, jitter, size=len(v))).astype(np.float32)
+    order = np.lexsort((c, r))
+    r, c, v = r[order], c[order], v[order]
+    first = np.ones(len(r), dtype=bool)
+    first[1:] = (r[1:] != r[:-1]) | (c[1:] != c[:-1])
+    starts = np.flatnonzero(first)
+    v = np.maximum.reduceat(v, starts) if len(v) else v
+    r, c = r[starts], c[starts]
+    indptr.append(indptr[-1][-1] + np.cumsum(np.bincount(r, minlength=m)))
+    indices.append(c.astype(np.int32))
+    data.append(v)
+
+
 def synthetic_corpus(base: sp.csr_matrix, n_docs: int, seed: int = 0, chunk: int = 100_000,
                      keep_first: float = 0.7, keep_second: float = 0.3, jitter: float = 0.1) -> sp.csr_matrix:
     """``n_docs`` documents resampled from the rows of ``base`` (see the module docstring)."""
@@ -90,18 +107,7 @@ def synthetic_corpus(base: sp.csr_matrix, n_docs: int, seed: int = 0, chunk: int
             r, c, v = _gather_rows(base, rng.integers(base.shape[0], size=m))
             mask = rng.random(len(r)) < keep
             parts.append((r[mask], c[mask], v[mask]))
-        r, c, v = (np.concatenate(x) for x in zip(*parts))
-        v = (v * rng.lognormal(0.0, jitter, size=len(v))).astype(np.float32)
-        order = np.lexsort((c, r))
-        r, c, v = r[order], c[order], v[order]
-        first = np.ones(len(r), dtype=bool)
-        first[1:] = (r[1:] != r[:-1]) | (c[1:] != c[:-1])
-        starts = np.flatnonzero(first)
-        v = np.maximum.reduceat(v, starts) if len(v) else v  # a term drawn from both parents keeps the max
-        r, c = r[starts], c[starts]
-        indptr.append(indptr[-1][-1] + np.cumsum(np.bincount(r, minlength=m)))
-        indices.append(c.astype(np.int32))
-        data.append(v)
+        _append_rows(*(np.concatenate(x) for x in zip(*parts)), m, rng, jitter, indptr, indices, data)
     return sp.csr_matrix((np.concatenate(data), np.concatenate(indices), np.concatenate(indptr)),
                          shape=(n_docs, base.shape[1]))
 
@@ -120,18 +126,7 @@ def mixed_corpus(base: sp.csr_matrix, n_docs: int, parents: int = 3, seed: int =
         picks = _distinct_rows(rng, base.shape[0], m, parents)
         r, c, v = _gather_rows(base, picks.ravel())
         keep = rng.random(len(r)) < 1.0 / parents
-        r, c, v = r[keep] // parents, c[keep], v[keep]
-        v = (v * rng.lognormal(0.0, jitter, size=len(v))).astype(np.float32)
-        order = np.lexsort((c, r))
-        r, c, v = r[order], c[order], v[order]
-        first = np.ones(len(r), dtype=bool)
-        first[1:] = (r[1:] != r[:-1]) | (c[1:] != c[:-1])
-        starts = np.flatnonzero(first)
-        v = np.maximum.reduceat(v, starts) if len(v) else v
-        r, c = r[starts], c[starts]
-        indptr.append(indptr[-1][-1] + np.cumsum(np.bincount(r, minlength=m)))
-        indices.append(c.astype(np.int32))
-        data.append(v)
+        _append_rows(r[keep] // parents, c[keep], v[keep], m, rng, jitter, indptr, indices, data)
     return sp.csr_matrix((np.concatenate(data), np.concatenate(indices), np.concatenate(indptr)),
                          shape=(n_docs, base.shape[1]))
 
