@@ -519,7 +519,8 @@ def cmd_inspect(args: argparse.Namespace) -> None:
 
 
 REORDER_HELP = ("renumber the documents by recursive graph bisection, so that documents sharing terms sit "
-                "together: exact search gets faster (bench/README.md); equal scores then rank in that order")
+                "together, as PISA and BMP do before indexing (its effect: bench/README.md); equal scores then "
+                "rank in that order")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -569,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-segments", type=int, default=1, help="segments left (default 1)")
     p.add_argument("--reorder", action="store_true", help=REORDER_HELP)
     p.add_argument("--approx", action="store_true", help="also save the approximate-search structures (default "
-                   "n_postings and block_size) in each segment, so `search --approx` memory-maps them instead of "
+                   "n_postings, block_size and keep) in each segment, so `search --approx` memory-maps them instead of "
                    "building them in every process")
     p.set_defaults(func=cmd_optimize)
 

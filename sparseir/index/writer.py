@@ -303,8 +303,8 @@ class IndexWriter:
         """Merge down to at most ``max_segments`` segments, expunging deletions (Lucene's forceMerge).
 
         ``reorder`` rewrites every segment with its documents in a recursive-graph-bisection order
-        (:mod:`sparseir.index.reorder`): exact search gets faster (``bench/README.md``), and equal
-        scores then rank in that order. Takes effect with the next :meth:`commit`.
+        (:mod:`sparseir.index.reorder`; its effect on search: ``bench/README.md``); equal scores then
+        rank in that order. Takes effect with the next :meth:`commit`.
         """
         self.flush()
         sizes = self._live_sizes()
