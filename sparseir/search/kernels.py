@@ -68,6 +68,10 @@ CORRUPT = -1
 CHUNK = 1 << 20
 #: scores reduced to one maximum before the heap looks at them one by one.
 GROUP = 32
+#: from this ``k`` on (e.g. the approximate mode's candidates, or 1,000 hits for a run file), and on
+#: chunks of at least ``WIDE_MIN_GROUPS`` groups, the scan bounds the k-th score before it scans.
+WIDE = 32
+WIDE_MIN_GROUPS = 64
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -137,6 +141,65 @@ def _group_max(acc: np.ndarray, start: int) -> float:
     return m
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _scan_group(acc: np.ndarray, g: int, stop: int, first: int, base: int, k: int, heap_ids: np.ndarray,
+                heap_scores: np.ndarray, n: int, dead: np.ndarray) -> int:
+    """Offer ``acc[g:stop]`` that beats the heap's threshold to the heap, in id order."""
+    threshold = heap_scores[0] if n == k else np.float32(0.0)
+    for i in range(g, stop):
+        s = acc[i]
+        if s > threshold and dead[first + i] == 0:  # strictly: a later equal score loses the tie
+            n = heap_push(heap_scores, heap_ids, n, k, s, base + first + i)
+            if n == k:
+                threshold = heap_scores[0]
+    return n
+
+
+@njit(cache=True, nogil=True)
+def _scan_wide(acc: np.ndarray, length: int, first: int, base: int, k: int, heap_ids: np.ndarray,
+               heap_scores: np.ndarray, n: int, dead: np.ndarray) -> int:
+    """:func:`_scan_chunk` for a large ``k``: bound the k-th score first, then scan only the groups above it.
+
+    Pass 1 stores every group's maximum and histograms the positive ones by their float32 bits
+    (exponent and three mantissa bits: bins 1/8 octave wide, ordered as the values). The lowest bin
+    ``b`` whose groups and those above number ``k`` or more bounds the k-th score from below: those
+    groups hold ``k`` distinct scores at least ``tau``, their smallest maximum. Pass 2 scans only
+    them, in id order, so ties break as in the one-pass scan. A skipped group's scores are all below
+    ``tau``, so unless the heap ends below ``tau`` (possible only when some of those maxima were
+    deleted documents) they cannot be in the top-k; in that case the skipped groups are offered too.
+    """
+    n_groups = length // GROUP
+    gmax = np.empty(n_groups, dtype=np.float32)
+    for g in range(n_groups):
+        gmax[g] = _group_max(acc, g * GROUP)
+    bins = gmax.view(np.int32) >> 20  # positive floats: monotone in the value; 0.0 -> bin 0
+    hist = np.zeros(1 << 11, dtype=np.int64)
+    for g in range(n_groups):
+        if gmax[g] > 0.0:
+            hist[bins[g]] += 1
+    low, count = 1, 0
+    for b in range(hist.shape[0] - 1, 0, -1):
+        count += hist[b]
+        if count >= k:
+            low = b
+            break
+    tau = np.float32(np.inf)
+    for g in range(n_groups):
+        if bins[g] >= low:
+            tau = min(tau, gmax[g])
+            if n < k or gmax[g] > heap_scores[0]:
+                n = _scan_group(acc, g * GROUP, g * GROUP + GROUP, first, base, k, heap_ids, heap_scores, n, dead)
+    n = _scan_group(acc, n_groups * GROUP, length, first, base, k, heap_ids, heap_scores, n, dead)
+    if n < k or heap_scores[0] < tau:  # offered out of id order: heap_push breaks the ties
+        for g in range(n_groups):
+            if bins[g] < low and gmax[g] > 0.0:
+                for i in range(g * GROUP, g * GROUP + GROUP):
+                    s = acc[i]
+                    if s > 0.0 and dead[first + i] == 0 and (n < k or s >= heap_scores[0]):
+                        n = heap_push(heap_scores, heap_ids, n, k, s, base + first + i)
+    return n
+
+
 @njit(cache=True, nogil=True)
 def _scan_chunk(acc: np.ndarray, length: int, first: int, base: int, k: int, heap_ids: np.ndarray,
                 heap_scores: np.ndarray, n: int, zero: bool, dead: np.ndarray) -> int:
@@ -144,19 +207,17 @@ def _scan_chunk(acc: np.ndarray, length: int, first: int, base: int, k: int, hea
     ``base + first + i``) to the heap; optionally zero it.
 
     Groups of ``GROUP`` scores are first reduced to their maximum; only a group that beats the
-    heap's threshold is scanned entry by entry.
+    heap's threshold is scanned entry by entry. From ``k >= WIDE`` on, :func:`_scan_wide` first
+    bounds the k-th score, so fewer groups reach the heap while its threshold is still low.
     """
-    threshold = heap_scores[0] if n == k else np.float32(0.0)
-    full = length - length % GROUP
-    for g in range(0, length, GROUP):
-        if g < full and _group_max(acc, g) <= threshold:
-            continue
-        for i in range(g, min(g + GROUP, length)):
-            s = acc[i]
-            if s > threshold and dead[first + i] == 0:  # strictly: a later equal score loses the tie
-                n = heap_push(heap_scores, heap_ids, n, k, s, base + first + i)
-                if n == k:
-                    threshold = heap_scores[0]
+    if k >= WIDE and length >= WIDE_MIN_GROUPS * GROUP:
+        n = _scan_wide(acc, length, first, base, k, heap_ids, heap_scores, n, dead)
+    else:
+        full = length - length % GROUP
+        for g in range(0, length, GROUP):
+            if g < full and _group_max(acc, g) <= (heap_scores[0] if n == k else np.float32(0.0)):
+                continue
+            n = _scan_group(acc, g, min(g + GROUP, length), first, base, k, heap_ids, heap_scores, n, dead)
     if zero:
         acc[:length] = 0.0
     return n
