@@ -334,7 +334,9 @@ def test_signals_exit_cleanly_and_leave_nothing(tmp_path, sig, code, word):
     out.parent.mkdir()
     proc = subprocess.Popen([sys.executable, "-m", "sparseir.cli", "index", str(SHARED / "data/realtext/corpus.jsonl.gz"),
                              "--encoder", str(SPLADE_TINY), "--out", str(out), "--chunk-size", "64"],
-                            env=CLI_ENV, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=CLI_ENV, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # a shell's background job inherits SIGINT ignored, and Python keeps it so
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while not any(out.parent.iterdir()) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)  # wait until the build has written its temporary folder
