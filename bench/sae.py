@@ -15,6 +15,20 @@ queries are encoded live with ``SAESparseEncoder``.
 
     HF_HUB_OFFLINE=1 nice -n 5 .venv/bin/python bench/sae.py --emb-store data/cache/sae/scifact-minilm-emb \\
         --hidden-store data/cache/sae/scifact-minilm-hidden
+
+Full corpora (``sae_full_{scifact,nfcorpus}.json``): collect the stores once, then train and evaluate
+(the hidden-state run is separate because it uses a larger batch)::
+
+    D=nfcorpus  # or scifact
+    python bench/sae.py --dataset ../shared/data/beir/$D --collect-docs 0 \\
+        --hidden-store data/cache/sae/$D-minilm-hidden --build-emb-store 1000000 \\
+        --emb-store data/cache/sae/$D-minilm-emb --collect-only
+    python bench/sae.py --dataset ../shared/data/beir/$D --emb-store data/cache/sae/$D-minilm-emb \\
+        --work data/cache/sae/full-$D --n-latents 512 --emb-epochs 30 --batch-size 256 --variants topk \\
+        --ks 32,64,128 --out bench/results/sae_full_$D.json
+    python bench/sae.py --dataset ../shared/data/beir/scifact --hidden-store data/cache/sae/scifact-minilm-hidden \\
+        --work data/cache/sae/full-scifact --hidden-latents 2048 --hidden-epochs 5 --batch-size 1024 \\
+        --ks 16,32 --out bench/results/sae_full_scifact.json
 """
 
 from __future__ import annotations
@@ -208,6 +222,29 @@ def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}%"
 
 
+def plot_fvu_curves(results: dict, png: Path) -> None:
+    """Training FVU against step for each hidden-source SAE (nothing when none carries a curve)."""
+    curves = {name: e["fvu_curve"] for name, e in results.get("hidden", {}).items() if e.get("fvu_curve")}
+    if not curves:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name, c in curves.items():
+        steps, fvu = zip(*c)
+        ax.plot(steps, fvu, lw=1.2, label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training FVU")
+    ax.set_title(f"Hidden-state SAEs on {Path(results['dataset']).name}: training loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
 def write_markdown(results: dict, path: Path) -> None:
     """Tables of ``results`` (the JSON this script writes) as Markdown."""
     dense = results.get("dense", {})
@@ -256,6 +293,16 @@ def write_markdown(results: dict, path: Path) -> None:
                 lines.append(row(f"{describe(e['config'])}, {e['sae']['steps']} steps", e["config"]["k"], scoring,
                                  e[scoring], e["sae"]))
         lines.append("")
+        curves = {name: e["fvu_curve"] for name, e in results["hidden"].items() if e.get("fvu_curve")}
+        if curves:
+            lines += ["Training FVU (mean over each 25-step window of training batches; plot: "
+                      f"`{path.stem}_hidden_fvu.png`):", "",
+                      "| SAE | 10% | 25% | 50% | 75% | end | last quarter |", "|---|---|---|---|---|---|---|"]
+            for name, c in curves.items():
+                f = [c[min(len(c) - 1, int(q * len(c)))][1] for q in (0.1, 0.25, 0.5, 0.75)] + [c[-1][1]]
+                lines.append(f"| {name}, {c[-1][0]} steps | " + " | ".join(f"{v:.3f}" for v in f) +
+                             f" | {100 * (f[3] - f[4]) / f[3]:.1f}% lower |")
+            lines.append("")
     if "encoder_check" in results:
         c = results["encoder_check"]
         lines += ["## Cached vectors against the live encoder", "",
@@ -334,9 +381,12 @@ def main() -> None:
         tmp.write_text(json.dumps(results, indent=1))
         os.replace(tmp, args.out)
         write_markdown(results, args.out.with_suffix(".md"))
+        plot_fvu_curves(results, args.out.with_name(args.out.stem + "_hidden_fvu.png"))
 
     if args.report_only:
-        write_markdown(json.loads(args.out.read_text()), args.out.with_suffix(".md"))
+        on_disk = json.loads(args.out.read_text())
+        write_markdown(on_disk, args.out.with_suffix(".md"))
+        plot_fvu_curves(on_disk, args.out.with_name(args.out.stem + "_hidden_fvu.png"))
         return
     results["setup"] = {
         "machine": f"CPU only ({os.cpu_count()} cores shared with other jobs; no GPU lent), torch {torch.__version__}",
@@ -351,7 +401,8 @@ def main() -> None:
                                               f"{args.batch_size}, Adam lr 1e-3, AuxK (aux_k = d_in / 2, coef 1/32)")
     if args.hidden_store and not args.build_emb_store:
         results["setup"]["hidden SAEs"] = (f"{args.hidden_latents} latents, batch {args.batch_size}, lr 1e-3, "
-                                           f"{args.hidden_epochs} epoch, at most {args.hidden_max_steps} steps")
+                                           f"{args.hidden_epochs:g} epochs" + (f", at most {args.hidden_max_steps} "
+                                           "steps" if args.hidden_max_steps else ""))
 
     qids_all: list[str] = []
     if args.emb_store:
@@ -427,7 +478,9 @@ def main() -> None:
             q_csr = enc.encode_query([queries[q] for q in qids])
             q_enc_ms = (time.perf_counter() - t) / len(qids) * 1000
             doc_csr = pooled_codes(model, store, k, len(texts))
+            log = json.loads((path / "sae_config.json").read_text())["log"]
             entry = {"sae": diag_summary(path), "config": cfg.to_dict(), "query_encode_ms": q_enc_ms,
+                     "fvu_curve": [[r["step"], round(r["fvu"], 4)] for r in log],
                      "dot": sparse_eval(doc_csr, q_csr, doc_ids, qids, enc.terms, qrels,
                                         args.work / "ix" / f"hidden-{name}", args.quantize),
                      f"dot-docs-top{args.hidden_doc_cap}": sparse_eval(
