@@ -285,6 +285,19 @@ def write_markdown(results: dict, path: Path) -> None:
                   f"{a['with_auxk']['fvu']:.3f} |",
                   f"| without AuxK | {_pct(a['without_auxk']['dead_frac'])} | "
                   f"{_pct(a['without_auxk']['train_dead_frac'])} | {a['without_auxk']['fvu']:.3f} |", ""]
+    if "center_ablation" in results:
+        a = results["center_ablation"]
+        runs = (("mean-centred, then scaled to unit RMS norm", results["embedding"][a["centred"]]),
+                ("scaled only (`--no-center`)", a["not_centred"]))
+        lines += ["## Input centring ablation", "", f"{a['variant']}, k={a['k']}, same data, steps and seed. For "
+                  "reference, the dense model scored by cosine on mean-centred embeddings (the geometry a centred SAE "
+                  f"approximates) reaches nDCG@10 {a['dense_on_centred']['nDCG@10']:.4f} "
+                  f"({_pct(a['dense_on_centred']['nDCG@10'] / base)} of dense).", "",
+                  "| inputs | FVU | nDCG@10 dot | % of dense | nDCG@10 cosine | % of dense |", "|---|---|---|---|---|---|"]
+        lines += [f"| {label} | {e['sae']['fvu']:.3f} | {e['dot']['nDCG@10']:.4f} | "
+                  f"{_pct(e['dot']['nDCG@10'] / base)} | {e['cosine']['nDCG@10']:.4f} | "
+                  f"{_pct(e['cosine']['nDCG@10'] / base)} |" for label, e in runs]
+        lines.append("")
     if results.get("hidden"):
         lines += ["## Hidden-state source (last-layer tokens, features max-pooled per document)", "",
                   "k is the number of active features per token; documents hold the union.", "", head, sep]
@@ -341,6 +354,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=1024)
     ap.add_argument("--quantize", default="uint8", choices=("uint8", "float32"))
     ap.add_argument("--no-auxk-ablation", action="store_true")
+    ap.add_argument("--no-center-ablation", action="store_true",
+                    help="skip the k = 64 embedding SAE trained on inputs that are scaled but not mean-centred")
     ap.add_argument("--out", type=Path, default=Path("bench/results/sae.json"))
     ap.add_argument("--build-emb-store", type=int, metavar="N_SENTENCES",
                     help="first write --emb-store from --hidden-store's documents, N sentences and the queries")
@@ -424,36 +439,50 @@ def main() -> None:
             f"{store.val_every}th row held out for FVU/L0)")
         print("dense", results["dense"], flush=True)
         save()
+        def emb_cfg(variant: str, k: int, **kw) -> SAEConfig:
+            return SAEConfig(d_in=store.dim, n_latents=args.n_latents, k=k, dead_after=20_000,
+                             **EMB_VARIANTS[variant], **kw)
+
+        def emb_run(name: str, cfg: SAEConfig, center: bool = True) -> dict:
+            """Train (or load) an embedding SAE and score its codes by dot product and by cosine."""
+            path = args.work / f"emb-{name}"
+            train_or_load(store, path, cfg, TrainConfig(batch_size=args.batch_size, epochs=args.emb_epochs, lr=1e-3,
+                                                        center=center), None)
+            model, _ = load_sae(path)
+            terms = read_json(path, LABELS)["labels"]
+            entry = {"sae": diag_summary(path), "config": cfg.to_dict()}
+            for norm in (False, True):
+                entry["cosine" if norm else "dot"] = sparse_eval(
+                    codes(model, docs, cfg.k, norm), codes(model, queries, cfg.k, norm), doc_ids, qids_all, terms,
+                    qrels, args.work / "ix" / f"emb-{name}-{int(norm)}", args.quantize)
+            print(name, json.dumps(entry), flush=True)
+            return entry
+
+        variant = args.variants.split(",")[0]
         for k in ks:
-            for variant in args.variants.split(","):
-                name = f"{variant}-n{args.n_latents}-k{k}"
-                cfg = SAEConfig(d_in=store.dim, n_latents=args.n_latents, k=k, dead_after=20_000,
-                                **EMB_VARIANTS[variant])
-                path = args.work / f"emb-{name}"
-                train_or_load(store, path, cfg, TrainConfig(batch_size=args.batch_size, epochs=args.emb_epochs,
-                                                            lr=1e-3), None)
-                model, _ = load_sae(path)
-                terms = read_json(path, LABELS)["labels"]
-                entry = {"sae": diag_summary(path), "config": cfg.to_dict()}
-                for norm in (False, True):
-                    entry["cosine" if norm else "dot"] = sparse_eval(
-                        codes(model, docs, k, norm), codes(model, queries, k, norm), doc_ids, qids_all, terms,
-                        qrels, args.work / "ix" / f"emb-{name}-{int(norm)}", args.quantize)
-                results["embedding"][name] = entry
-                print(name, json.dumps(entry), flush=True)
+            for v in args.variants.split(","):
+                name = f"{v}-n{args.n_latents}-k{k}"
+                results["embedding"][name] = emb_run(name, emb_cfg(v, k))
                 save()
         if not args.no_auxk_ablation:
             k = 32
-            variant = args.variants.split(",")[0]
-            cfg = SAEConfig(d_in=store.dim, n_latents=args.n_latents, k=k, dead_after=20_000, aux_coef=0.0,
-                            **EMB_VARIANTS[variant])
             path = args.work / f"emb-{variant}-n{args.n_latents}-k{k}-noauxk"
-            train_or_load(store, path, cfg, TrainConfig(batch_size=args.batch_size, epochs=args.emb_epochs, lr=1e-3),
-                          None)
+            train_or_load(store, path, emb_cfg(variant, k, aux_coef=0.0),
+                          TrainConfig(batch_size=args.batch_size, epochs=args.emb_epochs, lr=1e-3), None)
             results["auxk_ablation"] = {"variant": variant, "k": k, "without_auxk": diag_summary(path),
                                         "with_auxk": results["embedding"][f"{variant}-n{args.n_latents}-k{k}"]["sae"]}
             save()
-        check_encoder(args.work / f"emb-{args.variants.split(',')[0]}-n{args.n_latents}-k{ks[0]}", docs[:20],
+        if not args.no_center_ablation:
+            k = 64 if 64 in ks else ks[len(ks) // 2]
+            name = f"{variant}-n{args.n_latents}-k{k}"
+            mean = load_sae(args.work / f"emb-{name}")[0].norm_mean.numpy()
+            dc, qc = ((x - mean) / np.linalg.norm(x - mean, axis=1, keepdims=True) for x in (docs, queries))
+            results["center_ablation"] = {
+                "variant": variant, "k": k, "centred": name,
+                "not_centred": emb_run(f"{name}-nocenter", emb_cfg(variant, k), False),
+                "dense_on_centred": dense_eval(dc, qc, doc_ids, qids_all, qrels)}
+            save()
+        check_encoder(args.work / f"emb-{variant}-n{args.n_latents}-k{ks[0]}", docs[:20],
                       [texts[i]["text"] for i in drows[:20]], ks[0], results)
         save()
 

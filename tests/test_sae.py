@@ -132,6 +132,22 @@ def test_checkpoint_resume_matches_uninterrupted_run(tmp_path):
         train_sae(store, tmp_path / "part", SAEConfig(d_in=8, n_latents=16, k=3), train_cfg, progress=False)
 
 
+def test_center_false_scales_raw_inputs_and_is_part_of_the_run(tmp_path):
+    store, _ = synthetic_store(tmp_path / "acts", d=8, n_atoms=12, n=1000, s=2)
+    train = np.concatenate([x for _, x in store.chunks(4096, "train")]).astype(np.float64)
+    mean, scale = store.norm_stats(center=False)
+    assert not mean.any() and scale == pytest.approx(np.sqrt((train ** 2).sum(1).mean()), rel=1e-6)
+    mean, scale = store.norm_stats()
+    assert np.allclose(mean, train.mean(0), atol=1e-6)
+    assert scale == pytest.approx(np.sqrt(((train - train.mean(0)) ** 2).sum(1).mean()), rel=1e-5)
+    sae_cfg = SAEConfig(d_in=8, n_latents=16, k=2)
+    model, info = train_sae(store, tmp_path / "sae", sae_cfg, TrainConfig(batch_size=64, center=False), max_steps=5,
+                            progress=False)
+    assert not model.norm_mean.any() and info["train"]["center"] is False
+    with pytest.raises(ValueError, match="different run"):
+        train_sae(store, tmp_path / "sae", sae_cfg, TrainConfig(batch_size=64), progress=False)
+
+
 def test_finalize_writes_labels_and_diagnostics(tmp_path):
     store, _ = synthetic_store(tmp_path / "acts", d=8, n_atoms=12, n=1500, s=2)
     model, info = train_sae(

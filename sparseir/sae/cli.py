@@ -47,6 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--epochs", type=float, default=1.0)
     t.add_argument("--lr", type=float, help="default 2e-4 / sqrt(n_latents / 2^14)")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--no-center", action="store_true",
+                   help="scale the inputs without removing their mean (keeps the direction sentence embeddings "
+                   "share; see bench/results/sae_full_*.md)")
     t.add_argument("--max-steps", type=int, help="stop after this many steps (resume later)")
     t.add_argument("--no-resume", action="store_true", help="start afresh even if OUT holds a checkpoint")
     t.add_argument("--device", help="torch device; default cuda if available, else cpu")
@@ -98,7 +101,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     sae_cfg = SAEConfig(d_in=store.dim, n_latents=args.n_latents, k=args.k, activation=args.activation,
                         matryoshka=matryoshka, aux_k=args.aux_k, aux_coef=args.aux_coef,
                         dead_after=args.dead_after, sim_coef=args.sim_coef)
-    train_cfg = TrainConfig(batch_size=args.batch_size, epochs=args.epochs, lr=args.lr, seed=args.seed)
+    train_cfg = TrainConfig(batch_size=args.batch_size, epochs=args.epochs, lr=args.lr, seed=args.seed,
+                            center=not args.no_center)
     model, info = train_sae(store, args.out, sae_cfg, train_cfg, device=args.device, resume=not args.no_resume,
                             max_steps=args.max_steps)
     if info["step"] < info["train"]["total_steps"]:

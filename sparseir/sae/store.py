@@ -140,8 +140,9 @@ class ActivationStore:
             if len(rows):
                 yield rows, np.asarray(self.acts[s:e], dtype=np.float32)[rows - s]
 
-    def norm_stats(self, chunk_rows: int = 65536) -> tuple[np.ndarray, float]:
-        """Training-split mean and the root mean squared norm of centred rows."""
+    def norm_stats(self, chunk_rows: int = 65536, center: bool = True) -> tuple[np.ndarray, float]:
+        """Training-split mean and the root mean squared norm of centred rows; with ``center=False``
+        a zero mean and the root mean squared norm of the raw rows."""
         total = np.zeros(self.dim, dtype=np.float64)
         sq = 0.0
         n = 0
@@ -151,7 +152,7 @@ class ActivationStore:
             n += len(x)
         if n == 0:
             raise ValueError(f"{self.path}: no training rows")
-        mean = total / n
+        mean = total / n if center else np.zeros(self.dim)
         var = sq / n - float(mean @ mean)
         return mean.astype(np.float32), float(np.sqrt(max(var, 1e-12)))
 

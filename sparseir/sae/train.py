@@ -19,7 +19,12 @@ from sparseir.sae.store import ActivationStore
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings. ``lr=None`` uses Gao et al.'s scaling 2e-4 / sqrt(n_latents / 2**14)."""
+    """Optimisation settings. ``lr=None`` uses Gao et al.'s scaling 2e-4 / sqrt(n_latents / 2**14).
+
+    ``center`` removes the training mean from the inputs before scaling them to unit RMS norm;
+    ``center=False`` only scales them, so the codes keep the direction all inputs share (for
+    sentence embeddings, the part of a dot product that the mean carries).
+    """
 
     batch_size: int = 1024
     epochs: float = 1.0
@@ -30,6 +35,7 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 25
     checkpoint_every: int = 500
+    center: bool = True
 
     def __post_init__(self) -> None:
         if self.batch_size <= 0 or self.epochs <= 0 or self.chunk_rows <= 0:
@@ -84,14 +90,15 @@ def train_sae(
     state_file = out / TRAIN_STATE
     if resume and state_file.is_file():
         prev = read_config(out)
-        if prev["sae"] != sae_cfg.to_dict() or prev["train"]["total_steps"] != total:
+        if (prev["sae"] != sae_cfg.to_dict() or prev["train"]["total_steps"] != total
+                or prev["train"].get("center", True) != train_cfg.center):
             raise ValueError(f"{out} holds a different run (SAE or training settings differ); pass resume=False")
         state = torch.load(state_file, weights_only=False)
         model.load_state_dict(state["model"])
         info = {**info, "step": state["step"], "log": prev.get("log", [])}
         step = state["step"]
     else:
-        mean, scale = store.norm_stats(train_cfg.chunk_rows)
+        mean, scale = store.norm_stats(train_cfg.chunk_rows, train_cfg.center)
         model.set_normalization(torch.from_numpy(mean), scale)
     model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.999), eps=6.25e-10)
