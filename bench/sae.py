@@ -355,7 +355,8 @@ def main() -> None:
     ap.add_argument("--quantize", default="uint8", choices=("uint8", "float32"))
     ap.add_argument("--no-auxk-ablation", action="store_true")
     ap.add_argument("--no-center-ablation", action="store_true",
-                    help="skip the k = 64 embedding SAE trained on inputs that are scaled but not mean-centred")
+                    help="skip the embedding SAE (k = 64, or the middle of --ks) trained on inputs that are "
+                    "scaled but not mean-centred")
     ap.add_argument("--out", type=Path, default=Path("bench/results/sae.json"))
     ap.add_argument("--build-emb-store", type=int, metavar="N_SENTENCES",
                     help="first write --emb-store from --hidden-store's documents, N sentences and the queries")
@@ -439,7 +440,9 @@ def main() -> None:
             f"{store.val_every}th row held out for FVU/L0)")
         print("dense", results["dense"], flush=True)
         save()
+
         def emb_cfg(variant: str, k: int, **kw) -> SAEConfig:
+            """The embedding SAEs' configuration (``kw`` for ablations)."""
             return SAEConfig(d_in=store.dim, n_latents=args.n_latents, k=k, dead_after=20_000,
                              **EMB_VARIANTS[variant], **kw)
 
