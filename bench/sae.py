@@ -81,11 +81,28 @@ def run_dict(ids: np.ndarray, scores: np.ndarray, qids: list[str], doc_ids: list
     return {q: {doc_ids[d]: float(s) for d, s in zip(i, sc)} for q, i, sc in zip(qids, ids, scores)}
 
 
+def rank_metrics(scores: np.ndarray, qids: list[str], doc_ids: list[str], qrels: dict,
+                 metrics: tuple[str, ...] = METRICS) -> dict:
+    """``metrics`` of the top 100 documents of each row of a query x document score matrix."""
+    idx = np.argsort(-scores, axis=1)[:, :100]
+    return evaluate(run_dict(idx, np.take_along_axis(scores, idx, 1), qids, doc_ids), qrels, metrics)
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm."""
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-9)
+
+
+def embedding_rows(texts: list[dict]) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+    """Rows of an embedding store's documents and queries, and their ids (queries without ``q:``)."""
+    kinds = np.array([t.get("kind", "doc") for t in texts])
+    drows, qrows = np.nonzero(kinds == "doc")[0], np.nonzero(kinds == "query")[0]
+    return drows, qrows, [texts[i]["id"] for i in drows], [texts[i]["id"].removeprefix("q:") for i in qrows]
+
+
 def dense_eval(docs: np.ndarray, queries: np.ndarray, doc_ids: list[str], qids: list[str], qrels: dict) -> dict:
     """Exact cosine search (embeddings are unit norm), quality and single-query latency."""
-    scores = queries @ docs.T
-    idx = np.argsort(-scores, axis=1)[:, :100]
-    metrics = evaluate(run_dict(idx, np.take_along_axis(scores, idx, 1), qids, doc_ids), qrels, METRICS)
+    metrics = rank_metrics(queries @ docs.T, qids, doc_ids, qrels)
     lat = []
     for q in queries:
         t = time.perf_counter()
@@ -293,7 +310,8 @@ def write_markdown(results: dict, path: Path) -> None:
                   "reference, the dense model scored by cosine on mean-centred embeddings (the geometry a centred SAE "
                   f"approximates) reaches nDCG@10 {a['dense_on_centred']['nDCG@10']:.4f} "
                   f"({_pct(a['dense_on_centred']['nDCG@10'] / base)} of dense).", "",
-                  "| inputs | FVU | nDCG@10 dot | % of dense | nDCG@10 cosine | % of dense |", "|---|---|---|---|---|---|"]
+                  "| inputs | FVU | nDCG@10 dot | % of dense | nDCG@10 cosine | % of dense |",
+                  "|---|---|---|---|---|---|"]
         lines += [f"| {label} | {e['sae']['fvu']:.3f} | {e['dot']['nDCG@10']:.4f} | "
                   f"{_pct(e['dot']['nDCG@10'] / base)} | {e['cosine']['nDCG@10']:.4f} | "
                   f"{_pct(e['cosine']['nDCG@10'] / base)} |" for label, e in runs]
@@ -424,14 +442,12 @@ def main() -> None:
     if args.emb_store:
         store = ActivationStore(args.emb_store)
         texts = store.texts()
-        kinds = np.array([t.get("kind", "doc") for t in texts])
-        drows, qrows = np.nonzero(kinds == "doc")[0], np.nonzero(kinds == "query")[0]
-        doc_ids = [texts[i]["id"] for i in drows]
-        qids_all = [texts[i]["id"].removeprefix("q:") for i in qrows]
+        drows, qrows, doc_ids, qids_all = embedding_rows(texts)
         docs = np.asarray(store.acts[drows], dtype=np.float32)
         queries = np.asarray(store.acts[qrows], dtype=np.float32)
         results["dense"] = dense_eval(docs, queries, doc_ids, qids_all, qrels)
-        results["embedding_data"] = {k: int((kinds == k).sum()) for k in ("doc", "sentence", "query")}
+        results["embedding_data"] = {k: sum(t.get("kind", "doc") == k for t in texts)
+                                     for k in ("doc", "sentence", "query")}
         full = store.meta.get("limit") is None and Path(store.meta.get("corpus", "")) == Path(args.dataset)
         results["setup"]["corpus"] = (f"{len(doc_ids)} documents ({store.meta.get('corpus')}): " + (
             "the full corpus" if full else "every document judged relevant to a test query plus random others"))
@@ -479,11 +495,10 @@ def main() -> None:
             k = 64 if 64 in ks else ks[len(ks) // 2]
             name = f"{variant}-n{args.n_latents}-k{k}"
             mean = load_sae(args.work / f"emb-{name}")[0].norm_mean.numpy()
-            dc, qc = ((x - mean) / np.linalg.norm(x - mean, axis=1, keepdims=True) for x in (docs, queries))
             results["center_ablation"] = {
                 "variant": variant, "k": k, "centred": name,
                 "not_centred": emb_run(f"{name}-nocenter", emb_cfg(variant, k), False),
-                "dense_on_centred": dense_eval(dc, qc, doc_ids, qids_all, qrels)}
+                "dense_on_centred": dense_eval(unit(docs - mean), unit(queries - mean), doc_ids, qids_all, qrels)}
             save()
         check_encoder(args.work / f"emb-{variant}-n{args.n_latents}-k{ks[0]}", docs[:20],
                       [texts[i]["text"] for i in drows[:20]], ks[0], results)

@@ -31,9 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.sae import run_dict
+from bench.sae import embedding_rows, rank_metrics, unit
 from sparseir.corpus import CorpusError, load_qrels
-from sparseir.evaluate import evaluate
 from sparseir.sae.model import SAEConfig
 from sparseir.sae.store import ACTS, META, ROW_TEXT, TEXTS, ActivationStore
 from sparseir.sae.train import TrainConfig, train_sae
@@ -60,10 +59,6 @@ def settings(c: dict, d_in: int) -> tuple[SAEConfig, TrainConfig]:
                       matryoshka=tuple(c["matryoshka"]) if c["matryoshka"] else None),
             TrainConfig(batch_size=c["batch_size"], epochs=c["epochs"], lr=1e-3, chunk_rows=1 << 22, seed=c["seed"],
                         center=c["center"]))
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-9)
 
 
 def main() -> None:
@@ -93,22 +88,17 @@ def main() -> None:
                 raise ValueError(f"doc_repeat must be an integer >= 1, got {c['doc_repeat']!r}")
         except (TypeError, ValueError) as e:
             ap.error(f"--configs {json.dumps(c)}: {e}")
-    texts = store.texts()
-    kinds = np.array([t.get("kind", "doc") for t in texts])
-    drows, qrows = np.nonzero(kinds == "doc")[0], np.nonzero(kinds == "query")[0]
-    doc_ids = [texts[i]["id"] for i in drows]
     try:
         qrels = load_qrels(args.dataset)
     except CorpusError as e:
         ap.error(f"--dataset: {e}")
-    qrows = np.array([i for i in qrows if texts[i]["id"].removeprefix("q:") in qrels])
-    qids = [texts[i]["id"].removeprefix("q:") for i in qrows]
+    drows, qrows, doc_ids, qids = embedding_rows(store.texts())
+    judged = [i for i, q in enumerate(qids) if q in qrels]
+    qrows, qids = qrows[judged], [qids[i] for i in judged]
     docs, queries = (np.asarray(store.acts[r], dtype=np.float32) for r in (drows, qrows))
 
     def ndcg(scores: np.ndarray) -> float:
-        idx = np.argsort(-scores, axis=1)[:, :100]
-        run = run_dict(idx, np.take_along_axis(scores, idx, 1), qids, doc_ids)
-        return evaluate(run, qrels, ("nDCG@10",))["nDCG@10"]
+        return rank_metrics(scores, qids, doc_ids, qrels, ("nDCG@10",))["nDCG@10"]
 
     dense = ndcg(queries @ docs.T)
     print(json.dumps({"dense": round(dense, 4), "queries": len(qids), "docs": len(doc_ids)}), flush=True)

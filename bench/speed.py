@@ -440,9 +440,9 @@ Caveats:
 - The peers' settings in the headline are chosen on the sweep (same queries), then re-measured;
   the shared machine makes single runs vary by 10-30%, which is why the headline runs side by side.
 - Above 500k documents the grid is reduced (one Seismic build, two BMP block sizes); Lucene is built
-  up to 1.1M documents (about 3 min at 366k). No 3-5M corpus was run: memory would allow
-  3M (about 220M postings: ~1.8 GB float CSR, ~1.1 GB sparseir index), but its builds (Seismic,
-  PISA's Python indexer, BMP's) did not fit the session.
+  up to 1.1M documents (about 3 min at 366k). realtext-3M (218M postings) was run with
+  ``--engines sparseir-exact pisa`` only: BMP's 1M builds peaked at 9.3 GB RSS, so 3M does not fit
+  in 24 GB, and Seismic's and Lucene's builds did not fit the session.
 """
 
 
