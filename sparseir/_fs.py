@@ -1,13 +1,19 @@
-"""Atomic publication of output directories, shared by every writer in the package."""
+"""Atomic publication of output directories and the writers' lock, shared across the package."""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
+import socket
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import TracebackType
+
+from .errors import LockError
 
 
 def publish_dir(tmp: Path, final: Path) -> None:
@@ -76,3 +82,41 @@ def atomic_write(path: str | Path, data: bytes) -> None:
             os.remove(tmp)
         raise
     fsync_dir(path.parent)
+
+
+class FileLock:
+    """An exclusive ``flock`` on ``file``, taken on construction and held until :meth:`release`.
+
+    It does not wait: if another open of ``file`` holds it (another process, or this one), this
+    raises :class:`~sparseir.errors.LockError` with ``message(holder)``. The kernel releases it
+    when the process dies, so a crash never leaves a stale lock. The file holds the holder's pid,
+    host and start time (``holder`` in a second taker's message); it is left in place on release.
+    Usable as a context manager, which releases on exit.
+    """
+
+    def __init__(self, file: Path, message: Callable[[str], str]) -> None:
+        self.file = Path(file)
+        fd = os.open(self.file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "unknown process"
+            os.close(fd)
+            raise LockError(message(holder)) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
+                      f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC\n".encode(), 0)
+        self.fd: int | None = fd
+
+    def release(self) -> None:
+        """Drop the lock (closing the descriptor drops the ``flock``); a second call does nothing."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> FileLock:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.release()

@@ -1,7 +1,8 @@
 """The project's user-facing error types.
 
 Every error a user can cause (bad input, a bad option value, a corrupt or incompatible index, a
-locked index) derives from :class:`SparseirError`; its message is meant for the user as it is.
+locked index or output folder) derives from :class:`SparseirError`; its message is meant for the
+user as it is.
 The CLI prints these with exit code 2 and lets anything else (a bug) show its traceback.
 """
 
@@ -14,3 +15,7 @@ class SparseirError(Exception):
 
 class UsageError(SparseirError, ValueError):
     """An argument or option value out of its valid range."""
+
+
+class LockError(SparseirError):
+    """Another writer holds the lock on an index or an output folder; the message names the holder."""

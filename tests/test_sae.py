@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from sparseir._fs import FileLock
+from sparseir.cli import main
+from sparseir.errors import LockError
 from sparseir.sae.checkpoint import DIAGNOSTICS, FREQ_HIST, LABELS, load_sae
 from sparseir.sae.diagnostics import scan
 from sparseir.sae.finalize import finalize_sae
@@ -130,6 +137,38 @@ def test_checkpoint_resume_matches_uninterrupted_run(tmp_path):
         assert torch.allclose(t.float(), resumed.state_dict()[name].float(), atol=1e-6), name
     with pytest.raises(ValueError, match="different run"):
         train_sae(store, tmp_path / "part", SAEConfig(d_in=8, n_latents=16, k=3), train_cfg, progress=False)
+
+
+def test_one_trainer_per_output_folder(tmp_path, capsys):
+    store, _ = synthetic_store(tmp_path / "acts", d=8, n_atoms=12, n=1000, s=2)
+    sae_cfg, train_cfg = SAEConfig(d_in=8, n_latents=16, k=2), TrainConfig(batch_size=64)
+    out = tmp_path / "runs" / "sae"
+    train_sae(store, out, sae_cfg, train_cfg, max_steps=3, progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    # another run holds the lock beside OUT (inside it would not survive a checkpoint)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from sparseir._fs import FileLock; lock = FileLock(Path(sys.argv[1]), str); "
+                               "print('held', flush=True); time.sleep(60)", str(tmp_path / "runs" / ".sae.lock")],
+                              stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        busy = f"{re.escape(str(out))} is being trained by another process \\(pid {holder.pid} on "
+        with pytest.raises(LockError, match=busy):
+            train_sae(store, out, sae_cfg, train_cfg, progress=False)
+        assert main(["sae", "train", str(tmp_path / "acts"), str(out), "--n-latents", "16", "-k", "2",
+                     "--batch-size", "64"]) == 2
+        err = capsys.readouterr().err
+        assert re.match(f"sparseir: error: {busy}.*only one trainer per output folder", err), err
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    finally:
+        holder.kill()
+        holder.wait()
+    _, info = train_sae(store, out, sae_cfg, train_cfg, progress=False)  # the lock died with its holder
+    assert info["step"] == info["train"]["total_steps"] > 3
+    with FileLock(tmp_path / "runs" / ".sae.lock", str):  # in one process too, e.g. a run in another thread
+        with pytest.raises(LockError, match=f"pid {os.getpid()} on "):
+            train_sae(store, out, sae_cfg, train_cfg, progress=False)
 
 
 def test_center_false_scales_raw_inputs_and_is_part_of_the_run(tmp_path):

@@ -9,20 +9,18 @@ never take the lock.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
 import shutil
-import socket
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .._fs import atomic_write, fsync_dir
-from .format import (ARRAYS, FORMAT_NAME, FORMAT_VERSION, MANIFEST, IndexFormatError, LockError, checksum,
+from .._fs import FileLock, atomic_write, fsync_dir
+from .format import (ARRAYS, FORMAT_NAME, FORMAT_VERSION, MANIFEST, IndexFormatError, checksum,
                      read_json, require, sha256_file)
 
 SEGMENTS = "segments"
@@ -97,31 +95,12 @@ def read_deletes(path: Path, entry: dict[str, Any] | None, n_docs: int, verify: 
     return np.unpackbits(packed, count=n_docs)
 
 
-class WriteLock:
-    """``write.lock``: an exclusive ``flock`` held while a writer is open.
-
-    The kernel releases it when the process dies, so a crash never leaves a stale lock. The file
-    holds the holder's pid, host and start time, for the error message of a second writer.
-    """
+class WriteLock(FileLock):
+    """``write.lock`` of index ``path``: held while a writer is open (see :class:`~sparseir._fs.FileLock`)."""
 
     def __init__(self, path: Path) -> None:
-        self.file = path / LOCK
-        fd = os.open(self.file, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "unknown process"
-            os.close(fd)
-            raise LockError(f"{path} is locked by another writer ({holder}); only one writer at a time") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
-                      f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC\n".encode(), 0)
-        self.fd: int | None = fd
-
-    def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)  # closing the descriptor drops the flock
-            self.fd = None
+        super().__init__(path / LOCK,
+                         lambda holder: f"{path} is locked by another writer ({holder}); only one writer at a time")
 
 
 def referenced(path: Path, gens: list[int]) -> set[str]:

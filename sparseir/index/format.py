@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import LockError as LockError  # re-exported: it lived here before it served other folders too
 from ..errors import SparseirError
 
 FORMAT_NAME = "sparseir-index"
@@ -40,10 +41,6 @@ STORE_ARRAYS = {
 
 class IndexFormatError(SparseirError, ValueError):
     """A missing, partial, corrupt or incompatible index."""
-
-
-class LockError(SparseirError):
-    """Another writer holds the index's write lock."""
 
 
 def checksum(record: dict[str, Any]) -> str:

@@ -94,7 +94,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from sparseir.sae.finalize import finalize_sae
     from sparseir.sae.model import SAEConfig
     from sparseir.sae.store import ActivationStore
-    from sparseir.sae.train import TrainConfig, train_sae
+    from sparseir.sae.train import TrainConfig, train_sae, trainer_lock
 
     store = ActivationStore(args.activations)
     matryoshka = tuple(int(m) for m in args.matryoshka.split(",")) if args.matryoshka else None
@@ -103,12 +103,13 @@ def cmd_train(args: argparse.Namespace) -> None:
                         dead_after=args.dead_after, sim_coef=args.sim_coef)
     train_cfg = TrainConfig(batch_size=args.batch_size, epochs=args.epochs, lr=args.lr, seed=args.seed,
                             center=not args.no_center)
-    model, info = train_sae(store, args.out, sae_cfg, train_cfg, device=args.device, resume=not args.no_resume,
-                            max_steps=args.max_steps)
-    if info["step"] < info["train"]["total_steps"]:
-        print(f"stopped at step {info['step']} of {info['train']['total_steps']}; run again to resume")
-        return
-    diag = finalize_sae(args.out, model, info, store)
+    with trainer_lock(args.out):  # held through finalize_sae, which writes into the same folder
+        model, info = train_sae(store, args.out, sae_cfg, train_cfg, device=args.device,
+                                resume=not args.no_resume, max_steps=args.max_steps, lock=False)
+        if info["step"] < info["train"]["total_steps"]:
+            print(f"stopped at step {info['step']} of {info['train']['total_steps']}; run again to resume")
+            return
+        diag = finalize_sae(args.out, model, info, store)
     print(f"SAE written to {args.out}: FVU {diag['fvu']:.4f}, L0 {diag['l0']:.1f}, "
           f"dead {diag['dead_frac']:.2%} ({diag['n_dead']} of {diag['n_latents']})")
 

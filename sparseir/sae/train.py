@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from sparseir._fs import FileLock
 from sparseir.encoders.base import pick_device
 from sparseir.sae.checkpoint import TRAIN_STATE, read_config, save_sae
 from sparseir.sae.model import SAEConfig, SparseAutoencoder
@@ -61,11 +62,20 @@ def train_sae(
     resume: bool = True,
     max_steps: int | None = None,
     progress: bool = True,
+    lock: bool = True,
 ) -> tuple[SparseAutoencoder, dict]:
     """Train an SAE on ``store``; checkpoints go to ``out`` and a run there is resumed.
 
     ``max_steps`` stops this call after that many steps (checkpointed), for time-boxed runs;
     calling again with the same settings continues where it stopped.
+
+    One trainer per output folder: the call holds an exclusive lock on ``.<name>.lock`` beside
+    ``out`` (not inside it: each checkpoint replaces ``out`` whole) from before it reads a
+    previous run until after its last checkpoint. A second call for the same ``out`` while one
+    runs, in this process or another, raises :class:`~sparseir.errors.LockError` naming the
+    folder and the holder's pid, and leaves ``out`` untouched. The lock dies with its process.
+    ``lock=False`` is for a caller that holds :func:`trainer_lock` itself (``sparseir sae train``
+    does, so that the lock also covers its ``finalize_sae``).
 
     Returns the trained model (eval mode, on ``device``) and the checkpoint info dict
     (source, settings, step, training log) that :func:`save_sae` writes.
@@ -75,6 +85,24 @@ def train_sae(
         raise ValueError(f"SAE d_in={sae_cfg.d_in} but the activations have dim {store.dim}")
     device = pick_device(device)
     out = Path(out)
+    if not lock:
+        return _train(store, out, sae_cfg, train_cfg, device, resume, max_steps, progress)
+    with trainer_lock(out):
+        return _train(store, out, sae_cfg, train_cfg, device, resume, max_steps, progress)
+
+
+def trainer_lock(out: str | Path) -> FileLock:
+    """The exclusive lock of SAE output folder ``out`` (``.<name>.lock`` beside it), taken now."""
+    out = Path(out)
+    folder = out.resolve()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(folder.parent / f".{folder.name}.lock", lambda holder: (
+        f"{out} is being trained by another process ({holder}); only one trainer per output folder"))
+
+
+def _train(store: ActivationStore, out: Path, sae_cfg: SAEConfig, train_cfg: TrainConfig, device: torch.device,
+           resume: bool, max_steps: int | None, progress: bool) -> tuple[SparseAutoencoder, dict]:
+    """The body of :func:`train_sae`, run while it holds the output folder's lock."""
     torch.manual_seed(train_cfg.seed)
     model = SparseAutoencoder(sae_cfg, generator=torch.Generator().manual_seed(train_cfg.seed))
     lr = train_cfg.lr or 2e-4 / math.sqrt(sae_cfg.n_latents / 2**14)
