@@ -284,3 +284,30 @@ def test_check_verifies_saved_structures(small, tmp_path, capsys):
     capsys.readouterr()
     assert main(["check", str(copy)]) == 2
     assert "fwd_vals.npy" in capsys.readouterr().err
+
+
+def test_uint16_candidates_match_their_integer_reference_and_never_wrap(tmp_path):
+    """The 16-bit candidate kernel ranks by floor(w * scale) * impact summed, exactly, with no overflow."""
+    from sparseir.search.approx_kernels import candidates_u16
+    from sparseir.search.kernels import Postings, Query
+
+    rng = np.random.default_rng(7)
+    n_docs, n_dims = 3000, 40
+    dense = np.where(rng.random((n_docs, n_dims)) < 0.3, rng.integers(1, 256, (n_docs, n_dims)), 0)
+    dense[:5, :12] = 255  # documents at the 16-bit ceiling on every query dim
+    post = sp.csc_matrix(dense.astype(np.uint8))
+    post.sort_indices()
+    p = Postings(post.indptr.astype(np.int64), post.indices.astype(np.uint32), post.data,
+                 np.zeros(n_docs, np.uint8), np.zeros(n_dims, np.uint8))
+    acc16 = np.zeros(n_docs, np.uint16)
+    for weights in (np.full(12, 3.7, np.float32), rng.gamma(1.0, 2.0, 12).astype(np.float32)):
+        q = Query(np.arange(12, dtype=np.int32), weights)
+        scale = np.float32(65535.0) / (np.float32(255.0) * weights.sum(dtype=np.float32))
+        ref = dense[:, :12] @ (weights * scale).astype(np.uint16).astype(np.int64)
+        assert ref.max() <= 65535
+        m = 200
+        ids, scores = np.empty(m, np.int64), np.empty(m, np.float32)
+        assert candidates_u16(p, q, acc16, m, ids, scores) == m
+        np.testing.assert_array_equal(np.sort(ref[ids]), np.sort(ref)[-m:])  # the m best, ties aside
+        np.testing.assert_allclose(scores, ref[ids] / scale, rtol=1e-6)
+        assert np.all(np.diff(scores) <= 0) and not acc16.any()  # best first; scratch zero again

@@ -57,7 +57,7 @@ from .approx_kernels import (Forward, Knobs, Pruned, Scratch, approx_search_batc
                              pruned_lengths)
 from .kernels import CORRUPT, Postings, Queries, Query, TopK
 from .params import ApproxParams, check_k
-from .searcher import Searcher, as_live, merge_topk, numba_threads
+from .searcher import Searcher, as_live, canonical_csr, merge_topk, numba_threads
 
 
 #: the arrays of an :class:`ApproxIndex`, saved as ``<name>.npy``
@@ -284,8 +284,7 @@ class ApproxSearcher(Searcher):
                        threads: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Approximate top-k global positions ``[n, k]``, exact scores ``[n, k]`` and hit counts ``[n]``."""
         check_k(k)
-        q = sp.csr_matrix(queries, dtype=np.float32)
-        q.sum_duplicates()
+        q = canonical_csr(queries)
         p = self.params
         qs = Queries(q.indptr, q.indices, q.data * np.float32(self.index.scale))
         kn = Knobs(k, p.query_cut, p.budget, p.candidates, p.heap_factor)
@@ -294,12 +293,14 @@ class ApproxSearcher(Searcher):
         for s, (post, a) in enumerate(zip(self._postings, self.approx)):
             out = TopK(np.zeros((n, k), np.int64), np.zeros((n, k), np.float32), np.zeros(n, np.int64))
             n_docs = post.dead.shape[0]
+            acc16_len = n_docs if p.source != "pruned" and post.impacts.dtype == np.uint8 else 0
             if n == 1:
                 sc = self._scratch[s]
-                if sc is None or sc.touched.shape[0] != self._touched_size(n_docs):
+                if sc is None or sc.touched.shape[0] != self._touched_size(n_docs) or sc.acc16.shape[0] != acc16_len:
                     sc = self._scratch[s] = Scratch(np.zeros(n_docs, np.float32),
                                                     np.empty(self._touched_size(n_docs), np.int64),
-                                                    np.zeros(self.index.n_dims, np.float32))
+                                                    np.zeros(self.index.n_dims, np.float32),
+                                                    np.zeros(acc16_len, np.uint16))
                 one = Query(qs.dims, qs.weights)
                 if p.source != "pruned":
                     out.counts[0] = full_search_one(self._lists(post, a), a.forward, one, kn, sc, out.ids[0],
@@ -311,8 +312,8 @@ class ApproxSearcher(Searcher):
                 with numba_threads(threads):
                     blocks = min(n, 4 * numba.get_num_threads())
                     approx_search_batch(self._lists(post, a), a.pruned, a.forward, qs, kn, p.source != "pruned",
-                                        self.index.n_dims, blocks, self._touched_size(n_docs), out)
-            if (out.counts == CORRUPT).any():
+                                        self.index.n_dims, blocks, self._touched_size(n_docs), acc16_len, out)
+            if out.counts.min(initial=0) == CORRUPT:
                 raise IndexFormatError(f"{self.index.segments[s].path}: posting document ids out of range, the "
                                        "index is corrupt (run `sparseir check`)")
             parts.append(out)

@@ -17,7 +17,8 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
-from .kernels import CHUNK, CORRUPT, Postings, Queries, Query, TopK, heap_push, heap_sort, search_one
+from .kernels import (CHUNK, CORRUPT, GROUP, Postings, Queries, Query, TopK, _lists_ok, _scan_chunk, heap_push,
+                      heap_sort, search_one)
 from .prefetch import prefetch
 
 
@@ -49,11 +50,13 @@ class Knobs(NamedTuple):
 
 
 class Scratch(NamedTuple):
-    """Per-thread scratch: ``acc`` (float32, zeros), ``touched`` (int64), ``q_dense`` (float32 [n_dims], zeros)."""
+    """Per-thread scratch: ``acc`` (float32, zeros), ``touched`` (int64), ``q_dense`` (float32 [n_dims], zeros),
+    ``acc16`` (uint16 [n_docs] zeros for :func:`candidates_u16` over uint8 impacts, else empty)."""
 
     acc: np.ndarray
     touched: np.ndarray
     q_dense: np.ndarray
+    acc16: np.ndarray
 
 
 @njit(cache=True, nogil=True)
@@ -251,14 +254,58 @@ def rescore(fw: Forward, q_dense: np.ndarray, cand_ids: np.ndarray, cand_scores:
 
 
 @njit(cache=True, nogil=True)
+def candidates_u16(p: Postings, q: Query, acc16: np.ndarray, m: int, cand_ids: np.ndarray,
+                   cand_scores: np.ndarray) -> int:
+    """The ``m`` best partial scores over ``q``'s dims of uint8-impact lists, in 16-bit integers.
+
+    Positive weights are scaled by ``65535 / (255 * their sum)`` and floored, so no sum of
+    products can overflow; half the accumulator of :func:`search_one` stays in a 1 MiB L2 at 500k
+    documents, and its group maxima and zeroing cost half as much. The partial scores are only a
+    candidate ranking (their rounding loses at most one unit per dim); the candidates are re-scored
+    exactly. ``cand_scores`` come back in the query's units, best first; ``CORRUPT`` on bad postings.
+    """
+    if not _lists_ok(p, q):
+        return CORRUPT
+    total = np.float32(0.0)
+    for j in range(q.dims.shape[0]):
+        total += max(q.weights[j], np.float32(0.0))
+    if total <= 0.0:
+        return 0
+    scale = np.float32(65535.0) / (np.float32(255.0) * total)
+    n_docs = p.dead.shape[0]
+    for j in range(q.dims.shape[0]):
+        w = np.uint16(max(q.weights[j], np.float32(0.0)) * scale)
+        if w == 0:
+            continue
+        t = q.dims[j]
+        for i in range(p.offsets[t], p.offsets[t + 1]):  # in range: the list was checked above
+            acc16[p.docs[i]] += w * np.uint16(p.impacts[i])
+    n_groups = n_docs // GROUP
+    gmax = np.empty(n_groups, dtype=np.float32)
+    for g in range(n_groups):
+        s = acc16[g * GROUP:(g + 1) * GROUP]
+        top = np.uint16(0)
+        for i in range(s.shape[0]):
+            top = max(top, s[i])
+        gmax[g] = top
+    n = _scan_chunk(acc16, gmax.view(np.int32), n_docs, 0, 0, m, cand_ids, cand_scores, 0, p.dead)
+    acc16[:n_docs] = 0
+    heap_sort(cand_scores, cand_ids, n)
+    for i in range(n):
+        cand_scores[i] /= scale
+    return n
+
+
+@njit(cache=True, nogil=True)
 def full_search_one(p: Postings, fw: Forward, q: Query, kn: Knobs, sc: Scratch, out_ids: np.ndarray,
                     out_scores: np.ndarray) -> int:
     """Approximate top-k from the lists ``p`` (the full ones, or the impact-pruned ones) of the
     ``query_cut`` heaviest query dims.
 
-    Their exact partial scores (the exact kernel, on fewer dims, deleted documents skipped) give
-    the ``candidates`` best documents, which are re-scored exactly with every query dim.
-    ``sc.acc`` is the exact kernel's scratch; ``q_dense`` as for :func:`approx_search_one`.
+    Their partial scores (deleted documents skipped) give the ``candidates`` best documents, which
+    are re-scored exactly with every query dim. The partial scores come from
+    :func:`candidates_u16` when ``sc.acc16`` is there (uint8 impacts), else from the exact kernel
+    on the cut dims (``sc.acc`` its scratch); ``q_dense`` as for :func:`approx_search_one`.
     Returns ``CORRUPT`` on postings outside the segment.
     """
     if kn.k < 1 or kn.candidates < 1:
@@ -266,9 +313,13 @@ def full_search_one(p: Postings, fw: Forward, q: Query, kn: Knobs, sc: Scratch, 
     if q.dims.shape[0] == 0:
         return 0
     keep = np.sort(_select_terms(q.dims, q.weights, kn.query_cut))  # ascending dims, as the exact kernel adds them
+    cut = Query(q.dims[keep], q.weights[keep])
     cand_ids = np.empty(kn.candidates, dtype=np.int64)
     cand_scores = np.empty(kn.candidates, dtype=np.float32)
-    m = search_one(p, Query(q.dims[keep], q.weights[keep]), sc.acc, kn.candidates, cand_ids, cand_scores)
+    if sc.acc16.shape[0]:
+        m = candidates_u16(p, cut, sc.acc16, kn.candidates, cand_ids, cand_scores)
+    else:
+        m = search_one(p, cut, sc.acc, kn.candidates, cand_ids, cand_scores)
     if m == CORRUPT:
         return CORRUPT
     for j in range(q.dims.shape[0]):
@@ -281,10 +332,11 @@ def full_search_one(p: Postings, fw: Forward, q: Query, kn: Knobs, sc: Scratch, 
 
 @njit(cache=True, nogil=True, parallel=True)
 def approx_search_batch(p: Postings, pr: Pruned, fw: Forward, qs: Queries, kn: Knobs, full: bool, n_dims: int,
-                        n_blocks: int, touched_size: int, out: TopK) -> None:
+                        n_blocks: int, touched_size: int, acc16_len: int, out: TopK) -> None:
     """Approximate top-k for a CSR batch of queries, in parallel over blocks of queries.
 
-    ``full`` selects :func:`full_search_one`, else :func:`approx_search_one`.
+    ``full`` selects :func:`full_search_one`, else :func:`approx_search_one`; ``acc16_len`` is
+    the length of each thread's ``Scratch.acc16``.
     """
     if kn.k < 1 or kn.candidates < 1:
         raise ValueError("k and candidates must be >= 1")
@@ -293,7 +345,8 @@ def approx_search_batch(p: Postings, pr: Pruned, fw: Forward, qs: Queries, kn: K
     out_ids, out_scores, out_counts = out  # unpacked: Numba's parfors lose writes through tuple fields
     for blk in prange(n_blocks):
         sc = Scratch(np.zeros(min(n_docs, CHUNK) if full else n_docs, dtype=np.float32),
-                     np.empty(touched_size, dtype=np.int64), np.zeros(n_dims, dtype=np.float32))
+                     np.empty(touched_size, dtype=np.int64), np.zeros(n_dims, dtype=np.float32),
+                     np.zeros(acc16_len, dtype=np.uint16))
         for i in range(blk, n_queries, n_blocks):
             lo, hi = qs.indptr[i], qs.indptr[i + 1]
             q = Query(qs.dims[lo:hi], qs.weights[lo:hi])

@@ -67,7 +67,7 @@ CORRUPT = -1
 #: slower than one 4 MiB chunk (bench/README.md, "Query speed").
 CHUNK = 1 << 20
 #: scores reduced to one maximum before the heap looks at them one by one.
-GROUP = 32
+GROUP = 64
 #: from this ``k`` on (e.g. the approximate mode's candidates, or 1,000 hits for a run file), and on
 #: chunks of at least ``WIDE_MIN_GROUPS`` groups, the scan bounds the k-th score before it scans.
 WIDE = 32
@@ -132,13 +132,30 @@ def heap_sort(scores: np.ndarray, ids: np.ndarray, n: int) -> None:
         sift_down(scores, ids, 0, end)
 
 
-@njit(cache=True, nogil=True, fastmath=True, inline="always")
-def _group_max(acc: np.ndarray, start: int) -> float:
-    """Largest of ``acc[start:start + GROUP]`` (a vectorised reduction)."""
-    m = np.float32(0.0)
-    for i in range(start, start + GROUP):
-        m = max(m, acc[i])
-    return m
+@njit(cache=True, nogil=True)
+def group_maxima(bits: np.ndarray, n_groups: int, group: int, out: np.ndarray) -> None:
+    """``out[g]`` = the largest of ``bits[g * group:(g + 1) * group]``, or 0 when none is positive.
+
+    ``bits`` is a float32 accumulator viewed as int32: positive floats order as their bit
+    patterns, and an integer maximum vectorises where a float one (NaN rules) does not. Negative
+    scores and NaNs never lower a maximum below what the float comparison gives, so a group
+    skipped on this bound holds nothing above it. ``group`` is a run-time argument on purpose: a
+    compile-time length is unrolled into scalar code (2.5x slower, ``bench/README.md``).
+    """
+    for g in range(n_groups):
+        s = bits[g * group:(g + 1) * group]
+        m = np.int32(0)
+        for i in range(s.shape[0]):
+            m = max(m, s[i])
+        out[g] = m
+
+
+@njit(cache=True, nogil=True)
+def float_maxima(acc: np.ndarray, length: int) -> np.ndarray:
+    """The maxima of ``acc[:length]``'s whole groups (float32 accumulator), as float32 bits."""
+    gmax = np.empty(length // GROUP, dtype=np.int32)
+    group_maxima(acc.view(np.int32), gmax.shape[0], GROUP, gmax)
+    return gmax
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -156,11 +173,11 @@ def _scan_group(acc: np.ndarray, g: int, stop: int, first: int, base: int, k: in
 
 
 @njit(cache=True, nogil=True)
-def _scan_wide(acc: np.ndarray, length: int, first: int, base: int, k: int, heap_ids: np.ndarray,
-               heap_scores: np.ndarray, n: int, dead: np.ndarray) -> int:
+def _scan_wide(acc: np.ndarray, gmax: np.ndarray, length: int, first: int, base: int, k: int,
+               heap_ids: np.ndarray, heap_scores: np.ndarray, n: int, dead: np.ndarray) -> int:
     """:func:`_scan_chunk` for a large ``k``: bound the k-th score first, then scan only the groups above it.
 
-    Pass 1 stores every group's maximum and histograms the positive ones by their float32 bits
+    Pass 1 histograms the positive group maxima (``gmax``, float32 bits) by their bits
     (exponent and three mantissa bits: bins 1/8 octave wide, ordered as the values). The lowest bin
     ``b`` whose groups and those above number ``k`` or more bounds the k-th score from below: those
     groups hold ``k`` distinct scores at least ``tau``, their smallest maximum. Pass 2 scans only
@@ -168,14 +185,12 @@ def _scan_wide(acc: np.ndarray, length: int, first: int, base: int, k: int, heap
     ``tau``, so unless the heap ends below ``tau`` (possible only when some of those maxima were
     deleted documents) they cannot be in the top-k; in that case the skipped groups are offered too.
     """
-    n_groups = length // GROUP
-    gmax = np.empty(n_groups, dtype=np.float32)
-    for g in range(n_groups):
-        gmax[g] = _group_max(acc, g * GROUP)
-    bins = gmax.view(np.int32) >> 20  # positive floats: monotone in the value; 0.0 -> bin 0
+    n_groups = gmax.shape[0]
+    bins = gmax >> 20  # positive floats: monotone in the value; 0.0 -> bin 0
+    gmaxf = gmax.view(np.float32)
     hist = np.zeros(1 << 11, dtype=np.int64)
     for g in range(n_groups):
-        if gmax[g] > 0.0:
+        if gmax[g] > 0:
             hist[bins[g]] += 1
     low, count = 1, 0
     for b in range(hist.shape[0] - 1, 0, -1):
@@ -186,13 +201,13 @@ def _scan_wide(acc: np.ndarray, length: int, first: int, base: int, k: int, heap
     tau = np.float32(np.inf)
     for g in range(n_groups):
         if bins[g] >= low:
-            tau = min(tau, gmax[g])
-            if n < k or gmax[g] > heap_scores[0]:
+            tau = min(tau, gmaxf[g])
+            if n < k or gmaxf[g] > heap_scores[0]:
                 n = _scan_group(acc, g * GROUP, g * GROUP + GROUP, first, base, k, heap_ids, heap_scores, n, dead)
     n = _scan_group(acc, n_groups * GROUP, length, first, base, k, heap_ids, heap_scores, n, dead)
     if n < k or heap_scores[0] < tau:  # offered out of id order: heap_push breaks the ties
         for g in range(n_groups):
-            if bins[g] < low and gmax[g] > 0.0:
+            if bins[g] < low and gmax[g] > 0:
                 for i in range(g * GROUP, g * GROUP + GROUP):
                     s = acc[i]
                     if s > 0.0 and dead[first + i] == 0 and (n < k or s >= heap_scores[0]):
@@ -201,25 +216,26 @@ def _scan_wide(acc: np.ndarray, length: int, first: int, base: int, k: int, heap
 
 
 @njit(cache=True, nogil=True)
-def _scan_chunk(acc: np.ndarray, length: int, first: int, base: int, k: int, heap_ids: np.ndarray,
-                heap_scores: np.ndarray, n: int, zero: bool, dead: np.ndarray) -> int:
+def _scan_chunk(acc: np.ndarray, gmax: np.ndarray, length: int, first: int, base: int, k: int,
+                heap_ids: np.ndarray, heap_scores: np.ndarray, n: int, dead: np.ndarray) -> int:
     """Offer ``acc[:length]`` (segment documents ``first + i``, unless ``dead``, as positions
-    ``base + first + i``) to the heap; optionally zero it.
+    ``base + first + i``) to the heap.
 
-    Groups of ``GROUP`` scores are first reduced to their maximum; only a group that beats the
-    heap's threshold is scanned entry by entry. From ``k >= WIDE`` on, :func:`_scan_wide` first
+    ``gmax`` holds the maxima of its groups of ``GROUP`` scores as float32 bits (one vectorised
+    pass: :func:`float_maxima`); only a group that beats the heap's threshold is scanned entry by
+    entry. From ``k >= WIDE`` on, :func:`_scan_wide` first
     bounds the k-th score, so fewer groups reach the heap while its threshold is still low.
     """
-    if k >= WIDE and length >= WIDE_MIN_GROUPS * GROUP:
-        n = _scan_wide(acc, length, first, base, k, heap_ids, heap_scores, n, dead)
+    n_groups = gmax.shape[0]
+    if k >= WIDE and n_groups >= WIDE_MIN_GROUPS:
+        n = _scan_wide(acc, gmax, length, first, base, k, heap_ids, heap_scores, n, dead)
     else:
-        full = length - length % GROUP
-        for g in range(0, length, GROUP):
-            if g < full and _group_max(acc, g) <= (heap_scores[0] if n == k else np.float32(0.0)):
+        gmaxf = gmax.view(np.float32)  # the float maxima (a NaN bound never skips its group)
+        for g in range(n_groups):
+            if gmaxf[g] <= (heap_scores[0] if n == k else np.float32(0.0)):
                 continue
-            n = _scan_group(acc, g, min(g + GROUP, length), first, base, k, heap_ids, heap_scores, n, dead)
-    if zero:
-        acc[:length] = 0.0
+            n = _scan_group(acc, g * GROUP, g * GROUP + GROUP, first, base, k, heap_ids, heap_scores, n, dead)
+        n = _scan_group(acc, n_groups * GROUP, length, first, base, k, heap_ids, heap_scores, n, dead)
     return n
 
 
@@ -238,7 +254,8 @@ def accumulate(offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarray, q_dim
 @njit(cache=True, nogil=True)
 def topk_dense(acc: np.ndarray, k: int, out_ids: np.ndarray, out_scores: np.ndarray) -> int:
     """Best ``k`` positive entries of ``acc``, sorted; returns how many were found."""
-    n = _scan_chunk(acc, acc.shape[0], 0, 0, k, out_ids, out_scores, 0, False, np.zeros(acc.shape[0], np.uint8))
+    n = _scan_chunk(acc, float_maxima(acc, acc.shape[0]), acc.shape[0], 0, 0, k, out_ids, out_scores, 0,
+                    np.zeros(acc.shape[0], np.uint8))
     heap_sort(out_scores, out_ids, n)
     return n
 
@@ -346,7 +363,8 @@ def _search_into(p: Postings, q: Query, acc: np.ndarray, k: int, base: int, heap
             for i in range(p0, stop):  # lo <= docs[i] < hi: the list is ascending (checked above)
                 acc[np.int64(docs[i]) - lo] += w * np.float32(impacts[i])
             cursor[j] = stop
-        n = _scan_chunk(acc, hi - lo, lo, base, k, heap_ids, heap_scores, n, True, p.dead)
+        n = _scan_chunk(acc, float_maxima(acc, hi - lo), hi - lo, lo, base, k, heap_ids, heap_scores, n, p.dead)
+        acc[:hi - lo] = 0.0
     return n
 
 
@@ -384,7 +402,10 @@ def search_one_split(p: Postings, q: Query, acc: np.ndarray, k: int, out_ids: np
             w = np.float32(q.weights[j])
             for i in range(start, stop):
                 row[np.int64(docs[i]) - lo] += w * np.float32(impacts[i])
-        counts[part] = _scan_chunk(row, max(hi - lo, 0), lo, 0, k, part_ids[part], part_scores[part], 0, True, p.dead)
+        length = max(hi - lo, 0)
+        counts[part] = _scan_chunk(row, float_maxima(row, length), length, lo, 0, k, part_ids[part],
+                                   part_scores[part], 0, p.dead)
+        row[:length] = 0.0
     n = 0
     for part in range(n_parts):  # merge: offer every part's survivors to one heap, in id order
         for i in range(counts[part]):

@@ -175,8 +175,7 @@ class Searcher:
         smaller position and the order equals a single fresh segment's.
         """
         check_k(k)
-        q = sp.csr_matrix(queries, dtype=np.float32)
-        q.sum_duplicates()
+        q = canonical_csr(queries)
         weights = q.data * np.float32(self.index.scale)  # fold the dequantisation scale into the query
         qs = Queries(q.indptr, q.indices, weights)
         n = q.shape[0]
@@ -209,7 +208,7 @@ class Searcher:
         return out
 
     def _check(self, counts: np.ndarray) -> None:
-        if (counts == CORRUPT).any():
+        if counts.min(initial=0) == CORRUPT:
             raise IndexFormatError(f"{self.index.path}: posting document ids out of range in a segment, the index is "
                                    "corrupt (run `sparseir check`)")
 
@@ -287,6 +286,16 @@ def add_sources(contributions: list[Contribution], encoder: SparseEncoder, query
     query_sources = encoder.provenance(query, is_query=True) if isinstance(query, str) else None
     return [c._replace(query_sources=query_sources.get(dims[c.term], []) if query_sources is not None else None,
                        doc_sources=doc_sources.get(dims[c.term], [])) for c in contributions]
+
+
+def canonical_csr(queries: sp.spmatrix) -> sp.csr_matrix:
+    """``queries`` as float32 CSR with sorted, distinct columns per row: as given when it is one
+    already (a single query's conversion costs more than its approximate search's scan)."""
+    if sp.isspmatrix_csr(queries) and queries.dtype == np.float32 and queries.has_canonical_format:
+        return queries
+    q = sp.csr_matrix(queries, dtype=np.float32)
+    q.sum_duplicates()
+    return q
 
 
 def merge_topk(parts: list[TopK], bases: np.ndarray, n: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
