@@ -69,7 +69,8 @@ APPROX_BUILD = {}
 APPROX_SWEEP = [{"source": "full", "query_cut": qc, "candidates": c} for qc, c in ((4, 100), (6, 200), (8, 300), (12, 200))]
 APPROX_SWEEP += [{"source": "pruned"}, {"source": "pruned", "query_cut": 16, "budget": 100_000, "candidates": 1000}]
 IMPACT_KEEP = (0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
-IMPACT_SWEEP = [{"source": "impact", "query_cut": qc, "candidates": c} for qc in (12, 64) for c in (25, 50, 100, 200, 400)]
+IMPACT_SWEEP = [{"source": "impact", "query_cut": qc, "candidates": c} for qc in (8, 10, 12, 64)
+                for c in (25, 50, 100, 200, 400)]
 # Seismic: a build grid around its authors' guidance (docs/Guidelines.md: n_postings 3000-6000 for
 # MS MARCO's 8.8M documents, here scaled down with the corpus; centroid_fraction 0.05-0.2;
 # summary_energy 0.4-0.6), with and without the kNN graph. max_fraction stays at the Python
