@@ -13,7 +13,9 @@ similar upper bounds, so dynamic pruning skips little. This mode bounds the work
    - ``"impact"`` (default; **static impact pruning**): the same, over lists that keep only the ``keep``
      fraction of all postings with the highest impacts (one global threshold; doc order kept).
      Low impacts move few documents across the top-k boundary, so the best partial scores
-     still contain the top documents (``bench/results/speed.md``: realtext).
+     still contain the top documents (``bench/results/speed.md``: realtext). On a uint8 index
+     ("impact" and "full") the partial scores are summed in a 16-bit accumulator
+     (:func:`~sparseir.search.approx_kernels.candidates_u16`): half the bytes, no overflow.
    - ``"pruned"`` (Seismic-style): each dimension keeps only its ``n_postings`` highest impacts
      (**static pruning**), cut in impact order into **blocks** of ``block_size`` whose
      **summary** is their largest impact, so ``q_t * summary`` bounds a block's contribution.

@@ -17,8 +17,8 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
-from .kernels import (CHUNK, CORRUPT, GROUP, Postings, Queries, Query, TopK, _lists_ok, _scan_chunk, heap_push,
-                      heap_sort, search_one)
+from .kernels import (CHUNK, CORRUPT, GROUP, Postings, Queries, Query, TopK, _lists_ok, _scan_chunk, group_maxima,
+                      heap_push, heap_sort, search_one)
 from .prefetch import prefetch
 
 
@@ -281,13 +281,8 @@ def candidates_u16(p: Postings, q: Query, acc16: np.ndarray, m: int, cand_ids: n
         for i in range(p.offsets[t], p.offsets[t + 1]):  # in range: the list was checked above
             acc16[p.docs[i]] += w * np.uint16(p.impacts[i])
     n_groups = n_docs // GROUP
-    gmax = np.empty(n_groups, dtype=np.float32)
-    for g in range(n_groups):
-        s = acc16[g * GROUP:(g + 1) * GROUP]
-        top = np.uint16(0)
-        for i in range(s.shape[0]):
-            top = max(top, s[i])
-        gmax[g] = top
+    gmax = np.empty(n_groups, dtype=np.float32)  # as float32, the bits _scan_chunk reads
+    group_maxima(acc16, n_groups, GROUP, gmax)
     n = _scan_chunk(acc16, gmax.view(np.int32), n_docs, 0, 0, m, cand_ids, cand_scores, 0, p.dead)
     acc16[:n_docs] = 0
     heap_sort(cand_scores, cand_ids, n)

@@ -1,14 +1,14 @@
 """Numba kernels for exact top-k dot-product search over flat postings arrays.
 
 Term-at-a-time (TAAT) into a dense float32 accumulator, blocked over the documents: the document
-range is cut into chunks of ``CHUNK`` ids, and for each chunk every query term scatters its
-postings of that chunk (found by binary search in the doc-sorted list) into an accumulator of
-``CHUNK`` floats that stays in cache. The chunk is then scanned once, feeding a bounded
-heap, and zeroed while it is still hot. Per document the terms are added in query order, so the
-scores are bit-identical to an unblocked TAAT pass. Ties are broken by the smaller document id
-(documents reach the heap in id order and a later one needs a strictly higher score). Only
-documents with a positive score are returned. See ``bench/README.md`` ("Query speed") for the
-measurements behind the choice.
+range is cut into chunks of ``CHUNK`` ids, and for each chunk every query term scatters its postings
+of that chunk (found by binary search in the doc-sorted list) into an accumulator of ``CHUNK``
+floats that stays in cache. The chunk is then scanned once (group maxima first:
+:func:`float_maxima`), feeding a bounded heap, and zeroed while it is still hot. Per document the
+terms are added in query order, so the scores are bit-identical to an unblocked TAAT pass. Ties are
+broken by the smaller document id (documents reach the heap in id order and a later one needs a
+strictly higher score). Only documents with a positive score are returned. See ``bench/README.md``
+("Query speed") for the measurements behind the choice.
 
 Kernels take a few NamedTuples of arrays: :class:`Postings` (one segment, with its deletion
 mask: deleted documents are never offered to the heap), :class:`Query` / :class:`Queries` and
@@ -136,7 +136,8 @@ def heap_sort(scores: np.ndarray, ids: np.ndarray, n: int) -> None:
 def group_maxima(bits: np.ndarray, n_groups: int, group: int, out: np.ndarray) -> None:
     """``out[g]`` = the largest of ``bits[g * group:(g + 1) * group]``, or 0 when none is positive.
 
-    ``bits`` is a float32 accumulator viewed as int32: positive floats order as their bit
+    ``bits`` is an integer accumulator (uint16 in the approximate mode's candidates) or a float32
+    one viewed as int32: positive floats order as their bit
     patterns, and an integer maximum vectorises where a float one (NaN rules) does not. Negative
     scores and NaNs never lower a maximum below what the float comparison gives, so a group
     skipped on this bound holds nothing above it. ``group`` is a run-time argument on purpose: a
