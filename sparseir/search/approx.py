@@ -298,9 +298,9 @@ class ApproxSearcher(Searcher):
             acc16_len = n_docs if p.source != "pruned" and post.impacts.dtype == np.uint8 else 0
             if n == 1:
                 sc = self._scratch[s]
-                if sc is None or sc.touched.shape[0] != self._touched_size(n_docs) or sc.acc16.shape[0] != acc16_len:
-                    sc = self._scratch[s] = Scratch(np.zeros(n_docs, np.float32),
-                                                    np.empty(self._touched_size(n_docs), np.int64),
+                sizes = (0 if acc16_len else n_docs, self._touched_size(n_docs), acc16_len)
+                if sc is None or (sc.acc.shape[0], sc.touched.shape[0], sc.acc16.shape[0]) != sizes:
+                    sc = self._scratch[s] = Scratch(np.zeros(sizes[0], np.float32), np.empty(sizes[1], np.int64),
                                                     np.zeros(self.index.n_dims, np.float32),
                                                     np.zeros(acc16_len, np.uint16))
                 one = Query(qs.dims, qs.weights)

@@ -50,8 +50,9 @@ class Knobs(NamedTuple):
 
 
 class Scratch(NamedTuple):
-    """Per-thread scratch: ``acc`` (float32, zeros), ``touched`` (int64), ``q_dense`` (float32 [n_dims], zeros),
-    ``acc16`` (uint16 [n_docs] zeros for :func:`candidates_u16` over uint8 impacts, else empty)."""
+    """Per-thread scratch: ``acc`` (float32, zeros; empty when ``acc16`` serves), ``touched`` (int64),
+    ``q_dense`` (float32 [n_dims], zeros), ``acc16`` (uint16 [n_docs] zeros for :func:`candidates_u16`
+    over uint8 impacts, else empty)."""
 
     acc: np.ndarray
     touched: np.ndarray
@@ -259,8 +260,8 @@ def candidates_u16(p: Postings, q: Query, acc16: np.ndarray, m: int, cand_ids: n
     """The ``m`` best partial scores over ``q``'s dims of uint8-impact lists, in 16-bit integers.
 
     Positive weights are scaled by ``65535 / (255 * their sum)`` and floored, so no sum of
-    products can overflow; half the accumulator of :func:`search_one` stays in a 1 MiB L2 at 500k
-    documents, and its group maxima and zeroing cost half as much. The partial scores are only a
+    products can overflow. Half the bytes of :func:`search_one`'s accumulator to scatter into, take
+    group maxima of and zero (at 500k documents it fits a 1 MiB L2). The partial scores are only a
     candidate ranking (their rounding loses at most one unit per dim); the candidates are re-scored
     exactly. ``cand_scores`` come back in the query's units, best first; ``CORRUPT`` on bad postings.
     """
@@ -339,7 +340,7 @@ def approx_search_batch(p: Postings, pr: Pruned, fw: Forward, qs: Queries, kn: K
     n_docs = fw.indptr.shape[0] - 1
     out_ids, out_scores, out_counts = out  # unpacked: Numba's parfors lose writes through tuple fields
     for blk in prange(n_blocks):
-        sc = Scratch(np.zeros(min(n_docs, CHUNK) if full else n_docs, dtype=np.float32),
+        sc = Scratch(np.zeros(0 if acc16_len else min(n_docs, CHUNK) if full else n_docs, dtype=np.float32),
                      np.empty(touched_size, dtype=np.int64), np.zeros(n_dims, dtype=np.float32),
                      np.zeros(acc16_len, dtype=np.uint16))
         for i in range(blk, n_queries, n_blocks):

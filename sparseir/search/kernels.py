@@ -137,11 +137,11 @@ def group_maxima(bits: np.ndarray, n_groups: int, group: int, out: np.ndarray) -
     """``out[g]`` = the largest of ``bits[g * group:(g + 1) * group]``, or 0 when none is positive.
 
     ``bits`` is an integer accumulator (uint16 in the approximate mode's candidates) or a float32
-    one viewed as int32: positive floats order as their bit
-    patterns, and an integer maximum vectorises where a float one (NaN rules) does not. Negative
-    scores and NaNs never lower a maximum below what the float comparison gives, so a group
-    skipped on this bound holds nothing above it. ``group`` is a run-time argument on purpose: a
-    compile-time length is unrolled into scalar code (2.5x slower, ``bench/README.md``).
+    one viewed as int32: positive floats order as their bit patterns, and an integer maximum
+    vectorises where a float one (NaN rules) does not. Negative scores and NaNs never lower a
+    maximum below what the float comparison gives, so a group skipped on this bound holds nothing
+    above it. ``group`` is a run-time argument on purpose: a compile-time length is unrolled into
+    scalar code (2.5x slower, ``bench/README.md``).
     """
     for g in range(n_groups):
         s = bits[g * group:(g + 1) * group]
@@ -224,8 +224,8 @@ def _scan_chunk(acc: np.ndarray, gmax: np.ndarray, length: int, first: int, base
 
     ``gmax`` holds the maxima of its groups of ``GROUP`` scores as float32 bits (one vectorised
     pass: :func:`float_maxima`); only a group that beats the heap's threshold is scanned entry by
-    entry. From ``k >= WIDE`` on, :func:`_scan_wide` first
-    bounds the k-th score, so fewer groups reach the heap while its threshold is still low.
+    entry. From ``k >= WIDE`` on, :func:`_scan_wide` first bounds the k-th score, so fewer groups
+    reach the heap while its threshold is still low.
     """
     n_groups = gmax.shape[0]
     if k >= WIDE and n_groups >= WIDE_MIN_GROUPS:
@@ -237,6 +237,15 @@ def _scan_chunk(acc: np.ndarray, gmax: np.ndarray, length: int, first: int, base
                 continue
             n = _scan_group(acc, g * GROUP, g * GROUP + GROUP, first, base, k, heap_ids, heap_scores, n, dead)
         n = _scan_group(acc, n_groups * GROUP, length, first, base, k, heap_ids, heap_scores, n, dead)
+    return n
+
+
+@njit(cache=True, nogil=True)
+def _scan_and_zero(acc: np.ndarray, length: int, first: int, base: int, k: int, heap_ids: np.ndarray,
+                   heap_scores: np.ndarray, n: int, dead: np.ndarray) -> int:
+    """:func:`_scan_chunk` of a float32 chunk, which is then zeroed while it is hot."""
+    n = _scan_chunk(acc, float_maxima(acc, length), length, first, base, k, heap_ids, heap_scores, n, dead)
+    acc[:length] = 0.0
     return n
 
 
@@ -364,8 +373,7 @@ def _search_into(p: Postings, q: Query, acc: np.ndarray, k: int, base: int, heap
             for i in range(p0, stop):  # lo <= docs[i] < hi: the list is ascending (checked above)
                 acc[np.int64(docs[i]) - lo] += w * np.float32(impacts[i])
             cursor[j] = stop
-        n = _scan_chunk(acc, float_maxima(acc, hi - lo), hi - lo, lo, base, k, heap_ids, heap_scores, n, p.dead)
-        acc[:hi - lo] = 0.0
+        n = _scan_and_zero(acc, hi - lo, lo, base, k, heap_ids, heap_scores, n, p.dead)
     return n
 
 
@@ -403,10 +411,7 @@ def search_one_split(p: Postings, q: Query, acc: np.ndarray, k: int, out_ids: np
             w = np.float32(q.weights[j])
             for i in range(start, stop):
                 row[np.int64(docs[i]) - lo] += w * np.float32(impacts[i])
-        length = max(hi - lo, 0)
-        counts[part] = _scan_chunk(row, float_maxima(row, length), length, lo, 0, k, part_ids[part],
-                                   part_scores[part], 0, p.dead)
-        row[:length] = 0.0
+        counts[part] = _scan_and_zero(row, max(hi - lo, 0), lo, 0, k, part_ids[part], part_scores[part], 0, p.dead)
     n = 0
     for part in range(n_parts):  # merge: offer every part's survivors to one heap, in id order
         for i in range(counts[part]):
