@@ -5,6 +5,7 @@ import pytest
 import scipy.sparse as sp
 
 from reference import brute_force
+from sparseir.errors import UsageError
 from sparseir.index import SparseIndex, write_index
 from sparseir.search import Searcher
 from sparseir.search.approx import ApproxIndex, ApproxParams, ApproxSearcher
@@ -311,3 +312,20 @@ def test_uint16_candidates_match_their_integer_reference_and_never_wrap(tmp_path
         np.testing.assert_array_equal(np.sort(ref[ids]), np.sort(ref)[-m:])  # the m best, ties aside
         np.testing.assert_allclose(scores, ref[ids] / scale, rtol=1e-6)
         assert np.all(np.diff(scores) <= 0) and not acc16.any()  # best first; scratch zero again
+
+
+def test_non_finite_query_weights_are_refused_and_huge_ones_still_search(corpus):
+    index, queries, _, approx = corpus
+    q = sp.csr_matrix(queries[:3], dtype=np.float32)
+    for searcher in (Searcher(index), ApproxSearcher(index, params=ApproxParams(n_postings=400, block_size=16),
+                                                     approx=approx)):
+        for bad in (np.nan, np.inf, -np.inf):
+            hostile = q.copy()
+            hostile.data[q.indptr[2]] = bad
+            with pytest.raises(UsageError, match=f"query 2: weight {bad} in dimension {q.indices[q.indptr[2]]}"):
+                searcher.search_vectors(hostile, 10)
+    huge = q[0] * np.float32(1e38 / q[0].data.max())  # finite, but its weights sum past float32's range
+    ids, _, counts = ApproxSearcher(index, params=ApproxParams(n_postings=400, block_size=16),
+                                    approx=approx).search_vectors(huge, 10)
+    exact_ids, _, _ = Searcher(index).search_vectors(q[0], 10)
+    assert counts[0] == 10 and set(ids[0]) & set(exact_ids[0])

@@ -267,15 +267,15 @@ def candidates_u16(p: Postings, q: Query, acc16: np.ndarray, m: int, cand_ids: n
     """
     if not _lists_ok(p, q):
         return CORRUPT
-    total = np.float32(0.0)
+    total = 0.0  # float64: the sum of huge float32 weights must not overflow to inf
     for j in range(q.dims.shape[0]):
-        total += max(q.weights[j], np.float32(0.0))
+        total += max(np.float64(q.weights[j]), 0.0)
     if total <= 0.0:
         return 0
-    scale = np.float32(65535.0) / (np.float32(255.0) * total)
+    scale = 65535.0 / (255.0 * total)
     n_docs = p.dead.shape[0]
     for j in range(q.dims.shape[0]):
-        w = np.uint16(max(q.weights[j], np.float32(0.0)) * scale)
+        w = np.uint16(max(np.float64(q.weights[j]), 0.0) * scale)
         if w == 0:
             continue
         t = q.dims[j]
@@ -288,7 +288,7 @@ def candidates_u16(p: Postings, q: Query, acc16: np.ndarray, m: int, cand_ids: n
     acc16[:n_docs] = 0
     heap_sort(cand_scores, cand_ids, n)
     for i in range(n):
-        cand_scores[i] /= scale
+        cand_scores[i] = np.float32(cand_scores[i] / scale)
     return n
 
 

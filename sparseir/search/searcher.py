@@ -290,11 +290,19 @@ def add_sources(contributions: list[Contribution], encoder: SparseEncoder, query
 
 def canonical_csr(queries: sp.spmatrix) -> sp.csr_matrix:
     """``queries`` as float32 CSR with sorted, distinct columns per row: as given when it is one
-    already (a single query's conversion costs more than its approximate search's scan)."""
+    already (a single query's conversion costs more than its approximate search's scan).
+
+    A NaN or infinite weight is a :class:`UsageError` naming the query row.
+    """
     if sp.isspmatrix_csr(queries) and queries.dtype == np.float32 and queries.has_canonical_format:
-        return queries
-    q = sp.csr_matrix(queries, dtype=np.float32)
-    q.sum_duplicates()
+        q = queries
+    else:
+        q = sp.csr_matrix(queries, dtype=np.float32)
+        q.sum_duplicates()
+    if not np.isfinite(q.data).all():
+        first = int(np.flatnonzero(~np.isfinite(q.data))[0])
+        row = int(np.searchsorted(q.indptr, first, side="right")) - 1
+        raise UsageError(f"query {row}: weight {q.data[first]} in dimension {q.indices[first]} is not finite")
     return q
 
 
