@@ -194,11 +194,12 @@ def approx_search_one(p: Postings, pr: Pruned, fw: Forward, q: Query, kn: Knobs,
         first = cursor[best]
         last = min(first + pr.block_size, stop[best])
         cursor[best] = last
-        for i in range(first, last):
-            c = w * np.float32(pr.impacts[i])
+        docs, impacts = pr.docs[first:last], pr.impacts[first:last]
+        for i in range(docs.shape[0]):
+            c = w * np.float32(impacts[i])
             if c <= 0.0:  # a zero impact (or weight) must not make a document look untouched
                 continue
-            d = pr.docs[i]
+            d = docs[i]
             if acc[d] == 0.0:
                 if n_touched == limit:
                     continue
@@ -246,8 +247,9 @@ def rescore(fw: Forward, q_dense: np.ndarray, cand_ids: np.ndarray, cand_scores:
         if n == k and cand_scores[i] < heap_factor * out_scores[0]:
             break
         s = np.float32(0.0)
-        for j in range(start[i], end[i]):
-            s += q_dense[fw.dims[j]] * np.float32(fw.vals[j])
+        dims, vals = fw.dims[start[i]:end[i]], fw.vals[start[i]:end[i]]
+        for j in range(dims.shape[0]):
+            s += q_dense[dims[j]] * np.float32(vals[j])
         if s > 0.0:
             n = heap_push(out_scores, out_ids, n, k, s, cand_ids[i])
     heap_sort(out_scores, out_ids, n)
@@ -279,8 +281,9 @@ def candidates_u16(p: Postings, q: Query, acc16: np.ndarray, m: int, cand_ids: n
         if w == 0:
             continue
         t = q.dims[j]
-        for i in range(p.offsets[t], p.offsets[t + 1]):  # in range: the list was checked above
-            acc16[p.docs[i]] += w * np.uint16(p.impacts[i])
+        docs, impacts = p.docs[p.offsets[t]:p.offsets[t + 1]], p.impacts[p.offsets[t]:p.offsets[t + 1]]
+        for i in range(docs.shape[0]):  # in range: the list was checked above
+            acc16[docs[i]] += w * np.uint16(impacts[i])
     n_groups = n_docs // GROUP
     gmax = np.empty(n_groups, dtype=np.float32)  # as float32, the bits _scan_chunk reads
     group_maxima(acc16, n_groups, GROUP, gmax)
