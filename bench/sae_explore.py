@@ -16,7 +16,8 @@ lines, nDCG@10 as a fraction of the dense model's:
 
 Configuration keys (defaults): ``n_latents`` (512), ``k`` (64), ``epochs`` (30), ``batch_size``
 (256), ``seed`` (0), ``center`` (true), ``matryoshka`` (null), ``doc_repeat`` (1: each document
-row appears this many times among the training rows, shuffled with the rest).
+row appears this many times among the training rows, shuffled with the rest), ``sim_coef`` (0: see
+:class:`~sparseir.sae.model.SAEConfig`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from sparseir.sae.store import ACTS, META, ROW_TEXT, TEXTS, ActivationStore
 from sparseir.sae.train import TrainConfig, train_sae
 
 DEFAULTS = {"n_latents": 512, "k": 64, "epochs": 30, "batch_size": 256, "seed": 0, "center": True,
-            "matryoshka": None, "doc_repeat": 1}
+            "matryoshka": None, "doc_repeat": 1, "sim_coef": 0.0}
 
 
 def repeat_docs(store: ActivationStore, doc_rows: np.ndarray, times: int, out: Path) -> ActivationStore:
@@ -56,7 +57,8 @@ def repeat_docs(store: ActivationStore, doc_rows: np.ndarray, times: int, out: P
 def settings(c: dict, d_in: int) -> tuple[SAEConfig, TrainConfig]:
     """The SAE and training configuration of one ``--configs`` entry (defaults filled in)."""
     return (SAEConfig(d_in=d_in, n_latents=c["n_latents"], k=c["k"], dead_after=20_000,
-                      matryoshka=tuple(c["matryoshka"]) if c["matryoshka"] else None),
+                      matryoshka=tuple(c["matryoshka"]) if c["matryoshka"] else None,
+                      sim_coef=c["sim_coef"]),
             TrainConfig(batch_size=c["batch_size"], epochs=c["epochs"], lr=1e-3, chunk_rows=1 << 22, seed=c["seed"],
                         center=c["center"]))
 
