@@ -5,6 +5,7 @@ Each configuration is trained with the project's trainer on an embedding store w
 lines, nDCG@10 as a fraction of the dense model's:
 
 * ``dot``, ``cos``: sparse codes of queries and documents, what an index serves;
+* ``q2k_cos``: queries coded with ``2k`` active latents against the documents' ``k`` (cosine);
 * ``recon_cos``: documents ranked by the dense cosine of their SAE reconstructions;
 * ``asym_dot``, ``asym_topM``: the dense query projected on the decoder atoms (all of them, or its
   ``M`` largest) against the document codes;
@@ -113,9 +114,11 @@ def main() -> None:
             model, _ = train_sae(train_store, Path(tmp) / "sae", *settings(c, store.dim))
         with torch.no_grad():
             zd, zq = (model.encode(torch.from_numpy(x)).numpy() for x in (docs, queries))
+            zq2 = model.encode(torch.from_numpy(queries), 2 * c["k"]).numpy()
             recon = model.decode(torch.from_numpy(zd)).numpy()
             atoms = queries @ model.W_dec.numpy()  # the dense query on the decoder atoms
-        res = {"dot": ndcg(zq @ zd.T), "cos": ndcg(unit(zq) @ unit(zd).T), "recon_cos": ndcg(queries @ unit(recon).T),
+        res = {"dot": ndcg(zq @ zd.T), "cos": ndcg(unit(zq) @ unit(zd).T), "q2k_cos": ndcg(zq2 @ unit(zd).T),
+               "recon_cos": ndcg(queries @ unit(recon).T),
                "asym_dot": ndcg(atoms @ zd.T)}
         for m in (32, 64, 128):
             top = np.where(atoms >= -np.sort(-atoms, axis=1)[:, m - 1:m], np.maximum(atoms, 0), 0)
