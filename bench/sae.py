@@ -61,7 +61,7 @@ METRICS = ("nDCG@10", "R@100")
 EMB_VARIANTS = {
     "topk": {},
     "matryoshka": {"matryoshka": (128, 256, 512)},
-    "topk+sim": {"sim_coef": 0.1},
+    "topk+sim": {"sim_coef": 1.0},
 }
 
 
