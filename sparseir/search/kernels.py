@@ -257,28 +257,6 @@ def _scan_and_zero(acc: np.ndarray, length: int, first: int, base: int, k: int, 
 
 
 @njit(cache=True, nogil=True)
-def accumulate(offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarray, q_dims: np.ndarray,
-               q_weights: np.ndarray, acc: np.ndarray) -> None:
-    """``acc[d] += w_t * impact`` over the postings of every query dimension ``t`` (unblocked; for
-    the kernel ablation in ``bench/speed.py``)."""
-    for j in range(q_dims.shape[0]):
-        t = q_dims[j]
-        w = np.float32(q_weights[j])
-        d, v = docs[offsets[t]:offsets[t + 1]], impacts[offsets[t]:offsets[t + 1]]
-        for i in range(d.shape[0]):
-            acc[d[i]] += w * np.float32(v[i])
-
-
-@njit(cache=True, nogil=True)
-def topk_dense(acc: np.ndarray, k: int, out_ids: np.ndarray, out_scores: np.ndarray) -> int:
-    """Best ``k`` positive entries of ``acc``, sorted; returns how many were found."""
-    n = _scan_chunk(acc, float_maxima(acc, acc.shape[0]), acc.shape[0], 0, 0, k, out_ids, out_scores, 0,
-                    np.zeros(acc.shape[0], np.uint8))
-    heap_sort(out_scores, out_ids, n)
-    return n
-
-
-@njit(cache=True, nogil=True)
 def search_one(p: Postings, q: Query, acc: np.ndarray, k: int, out_ids: np.ndarray, out_scores: np.ndarray) -> int:
     """Exact top-k for one query; returns the number of hits written (best first), or ``CORRUPT``.
 
