@@ -36,7 +36,7 @@ import torch
 from bench.sae import embedding_rows, rank_metrics, unit
 from sparseir.corpus import CorpusError, load_qrels
 from sparseir.sae.model import SAEConfig
-from sparseir.sae.store import ACTS, META, ROW_TEXT, TEXTS, ActivationStore
+from sparseir.sae.store import ACTS, META, ROW_TEXT, TEXTS, ActivationStore, StoreError
 from sparseir.sae.train import TrainConfig, train_sae
 
 DEFAULTS = {"n_latents": 512, "k": 64, "epochs": 30, "batch_size": 256, "seed": 0, "center": True,
@@ -82,7 +82,7 @@ def main() -> None:
     torch.set_num_threads(1)
     try:
         store = ActivationStore(args.emb_store)
-    except FileNotFoundError as e:
+    except StoreError as e:
         ap.error(f"--emb-store: {e}")
     for c in configs:
         try:

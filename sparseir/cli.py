@@ -17,10 +17,11 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .argtypes import at_least, positive
 from .errors import SparseirError, UsageError
 
 #: Modules that add their own subcommands through ``register(subparsers)``.
@@ -31,30 +32,6 @@ def _encoder_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     names = ("max_length", "query_max_length", "batch_size", "max_active_dims", "device", "pooling",
              "mode", "attention", "adapter", "word_start", "score", "doc_template", "query_template", "mask")
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
-
-
-def at_least(low: float, kind: type = int) -> Callable[[str], Any]:
-    """An argparse ``type`` accepting a ``kind`` number >= ``low`` (argparse reports a bad one, exit code 2)."""
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
-                                             f"got {text!r}") from None
-        if not value >= low:  # also rejects NaN
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {text}")
-        return value
-
-    parse.__name__ = kind.__name__
-    return parse
-
-
-def positive(text: str) -> float:
-    """An argparse ``type`` for a finite number > 0."""
-    value = at_least(0.0, float)(text)
-    if value == 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
 
 
 def _add_encoder_options(p: argparse.ArgumentParser) -> None:

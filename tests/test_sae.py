@@ -171,6 +171,44 @@ def test_one_trainer_per_output_folder(tmp_path, capsys):
             train_sae(store, out, sae_cfg, train_cfg, progress=False)
 
 
+@pytest.mark.parametrize("options, message", [
+    (["-k", "0"], "argument -k/--k: must be >= 1, got 0"),
+    (["-k", "17"], "sae train: k must be in [1, n_latents=16], got 17"),
+    (["--sim-coef", "-1"], "argument --sim-coef: must be >= 0.0, got -1"),
+    (["--aux-coef", "nan"], "argument --aux-coef: must be >= 0.0, got nan"),
+    (["--sim-coef", "inf"], "argument --sim-coef: must be a finite number >= 0, got inf"),
+    (["--epochs", "0"], "argument --epochs: must be a finite number > 0, got 0"),
+    (["--lr", "inf"], "argument --lr: must be a finite number > 0, got inf"),
+    (["--batch-size", "0"], "argument --batch-size: must be >= 1, got 0"),
+    (["--matryoshka", "a,b"], "--matryoshka must be comma-separated integers, got 'a,b'"),
+    (["-k", "2", "--matryoshka", "12,8"], "sae train: matryoshka prefixes must increase within (0, 16], got (12, 8)"),
+])
+def test_sae_train_refuses_bad_options_with_exit_2(tmp_path, capsys, options, message):
+    synthetic_store(tmp_path / "acts", d=8, n_atoms=12, n=200, s=2)
+    try:  # argparse rejects a value out of range itself (SystemExit); the settings' checks return 2
+        code = main(["sae", "train", str(tmp_path / "acts"), str(tmp_path / "sae"), "--n-latents", "16", *options])
+    except SystemExit as e:
+        code = e.code
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "sae").exists()
+
+
+def test_a_folder_that_is_not_a_store_is_named_with_exit_2(tmp_path, capsys):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "meta.json").write_text("{x")
+    np.save(bad / "activations.npy", np.zeros(3, np.float32))
+    for folder, message in ((tmp_path / "missing", "is not an activation store"),
+                            (bad, f"{bad / 'meta.json'}: not valid JSON")):
+        assert main(["sae", "train", str(folder), str(tmp_path / "sae")]) == 2
+        assert message in capsys.readouterr().err
+    (bad / "meta.json").write_text("{}")
+    assert main(["sae", "train", str(bad), str(tmp_path / "sae")]) == 2
+    assert f"{bad / 'activations.npy'} must be a non-empty 2-D array" in capsys.readouterr().err
+    assert not (tmp_path / "sae").exists()
+
+
 def test_center_false_scales_raw_inputs_and_is_part_of_the_run(tmp_path):
     store, _ = synthetic_store(tmp_path / "acts", d=8, n_atoms=12, n=1000, s=2)
     train = np.concatenate([x for _, x in store.chunks(4096, "train")]).astype(np.float64)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sparseir.argtypes import at_least, non_negative, positive
 from sparseir.errors import UsageError
 
 
@@ -22,11 +23,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--source", choices=("embedding", "hidden"), default="embedding",
                    help="'embedding': one sentence embedding per text; 'hidden': every token's hidden state")
     c.add_argument("--layer", type=int, default=-1, help="hidden-state layer (0 = embeddings, -1 = last)")
-    c.add_argument("--max-length", type=int, default=256, help="token limit per text for 'hidden'")
+    c.add_argument("--max-length", type=at_least(1), default=256, help="token limit per text for 'hidden'")
     c.add_argument("--sentences", action="store_true", help="also collect every document sentence")
     c.add_argument("--queries", help="also collect these queries (BEIR folder or queries file)")
-    c.add_argument("--limit", type=int, help="use only the first N documents")
-    c.add_argument("--batch-size", type=int, help="texts per forward pass (default 64 embedding, 16 hidden)")
+    c.add_argument("--limit", type=at_least(1), help="use only the first N documents")
+    c.add_argument("--batch-size", type=at_least(1), help="texts per forward pass (default 64 embedding, 16 hidden)")
     c.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="storage type")
     c.add_argument("--device", help="torch device; default cuda if available, else cpu")
     c.set_defaults(func=cmd_collect)
@@ -34,23 +35,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train a sparse autoencoder on a store; writes a checkpoint directory")
     t.add_argument("activations", help="store directory from `sparseir sae collect`")
     t.add_argument("out", help="SAE checkpoint directory (resumed when it holds the same run)")
-    t.add_argument("--n-latents", type=int, default=4096, help="dictionary size (default 4096)")
-    t.add_argument("-k", "--k", type=int, default=32, help="active latents per input (default 32)")
+    t.add_argument("--n-latents", type=at_least(1), default=4096, help="dictionary size (default 4096)")
+    t.add_argument("-k", "--k", type=at_least(1), default=32, help="active latents per input (default 32)")
     t.add_argument("--activation", choices=("topk", "batchtopk"), default="topk")
     t.add_argument("--matryoshka", help="comma-separated nested prefix sizes, e.g. 256,1024")
-    t.add_argument("--aux-coef", type=float, default=1 / 32, help="AuxK loss weight (0 disables; default 1/32)")
-    t.add_argument("--aux-k", type=int, help="dead latents used by AuxK (default d_in/2)")
-    t.add_argument("--dead-after", type=int, default=100_000, help="samples without firing before a latent is dead")
-    t.add_argument("--sim-coef", type=float, default=0.0,
+    t.add_argument("--aux-coef", type=non_negative, default=1 / 32, help="AuxK loss weight (0 disables; default 1/32)")
+    t.add_argument("--aux-k", type=at_least(1), help="dead latents used by AuxK (default d_in/2)")
+    t.add_argument("--dead-after", type=at_least(1), default=100_000, help="samples without firing before a latent is dead")
+    t.add_argument("--sim-coef", type=non_negative, default=0.0,
                    help="weight of the retrieval-aware in-batch similarity distillation (default 0)")
-    t.add_argument("--batch-size", type=int, default=1024)
-    t.add_argument("--epochs", type=float, default=1.0)
-    t.add_argument("--lr", type=float, help="default 2e-4 / sqrt(n_latents / 2^14)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--batch-size", type=at_least(1), default=1024)
+    t.add_argument("--epochs", type=positive, default=1.0)
+    t.add_argument("--lr", type=positive, help="default 2e-4 / sqrt(n_latents / 2^14)")
+    t.add_argument("--seed", type=at_least(0), default=0)
     t.add_argument("--no-center", action="store_true",
                    help="scale the inputs without removing their mean (keeps the direction sentence embeddings "
                    "share; see bench/results/sae_full_*.md)")
-    t.add_argument("--max-steps", type=int, help="stop after this many steps (resume later)")
+    t.add_argument("--max-steps", type=at_least(1), help="stop after this many steps (resume later)")
     t.add_argument("--no-resume", action="store_true", help="start afresh even if OUT holds a checkpoint")
     t.add_argument("--device", help="torch device; default cuda if available, else cpu")
     t.set_defaults(func=cmd_train)
@@ -62,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="feature number, or a word to list the features whose label contains it (default: health)")
     i.add_argument("--plot", metavar="PNG", help="write the log10 activation-frequency histogram (dead and dense "
                    "latents marked) to this PNG file")
-    i.add_argument("--examples", type=int, default=8, help="top activating texts shown (default 8)")
+    i.add_argument("--examples", type=at_least(1), default=8, help="top activating texts shown (default 8)")
     i.add_argument("--json", action="store_true", help="print JSON")
     i.set_defaults(func=cmd_inspect)
 
@@ -97,10 +98,16 @@ def cmd_train(args: argparse.Namespace) -> None:
     from sparseir.sae.train import TrainConfig, train_sae, trainer_lock
 
     store = ActivationStore(args.activations)
-    matryoshka = tuple(int(m) for m in args.matryoshka.split(",")) if args.matryoshka else None
-    sae_cfg = SAEConfig(d_in=store.dim, n_latents=args.n_latents, k=args.k, activation=args.activation,
-                        matryoshka=matryoshka, aux_k=args.aux_k, aux_coef=args.aux_coef,
-                        dead_after=args.dead_after, sim_coef=args.sim_coef)
+    try:
+        matryoshka = tuple(int(m) for m in args.matryoshka.split(",")) if args.matryoshka else None
+    except ValueError:
+        raise UsageError(f"--matryoshka must be comma-separated integers, got {args.matryoshka!r}") from None
+    try:
+        sae_cfg = SAEConfig(d_in=store.dim, n_latents=args.n_latents, k=args.k, activation=args.activation,
+                            matryoshka=matryoshka, aux_k=args.aux_k, aux_coef=args.aux_coef,
+                            dead_after=args.dead_after, sim_coef=args.sim_coef)
+    except ValueError as e:  # the settings' own checks (k <= --n-latents, increasing --matryoshka sizes)
+        raise UsageError(f"sae train: {e}") from None
     train_cfg = TrainConfig(batch_size=args.batch_size, epochs=args.epochs, lr=args.lr, seed=args.seed,
                             center=not args.no_center)
     with trainer_lock(args.out):  # held through finalize_sae, which writes into the same folder

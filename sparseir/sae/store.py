@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from sparseir._fs import publish_dir
+from sparseir.errors import SparseirError
 
 META = "meta.json"
 ACTS = "activations.npy"
@@ -19,6 +20,10 @@ TEXTS = "texts.jsonl"
 TOKEN_IDS = "token_ids.npy"
 ROW_TEXT = "row_text.npy"
 MEAN_POOLED = "mean_pooled.npy"
+
+
+class StoreError(SparseirError, ValueError):
+    """A folder that is not a readable activation store; the message names the file at fault."""
 
 
 def write_json_atomic(path: str | Path, obj: object) -> None:
@@ -42,13 +47,21 @@ class ActivationStore:
     def __init__(self, path: str | Path, val_every: int = 50) -> None:
         self.path = Path(path)
         if not (self.path / META).is_file() or not (self.path / ACTS).is_file():
-            raise FileNotFoundError(
+            raise StoreError(
                 f"{self.path} is not an activation store (needs {META} and {ACTS}); run `sparseir sae collect`"
             )
-        self.meta: dict = json.loads((self.path / META).read_text())
-        self.acts = np.load(self.path / ACTS, mmap_mode="r")
+        try:
+            self.meta: dict = json.loads((self.path / META).read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise StoreError(f"{self.path / META}: not valid JSON ({e})") from None
+        if not isinstance(self.meta, dict):
+            raise StoreError(f"{self.path / META}: expected a JSON object")
+        try:
+            self.acts = np.load(self.path / ACTS, mmap_mode="r")
+        except (ValueError, OSError) as e:  # not an .npy file, or a truncated one
+            raise StoreError(f"{self.path / ACTS}: not a readable .npy array ({e})") from None
         if self.acts.ndim != 2 or self.acts.shape[0] == 0:
-            raise ValueError(f"{self.path / ACTS} must be a non-empty 2-D array, got shape {self.acts.shape}")
+            raise StoreError(f"{self.path / ACTS} must be a non-empty 2-D array, got shape {self.acts.shape}")
         if val_every < 2:
             raise ValueError(f"val_every must be >= 2, got {val_every}")
         self.val_every = val_every
