@@ -209,6 +209,18 @@ def test_a_folder_that_is_not_a_store_is_named_with_exit_2(tmp_path, capsys):
     assert not (tmp_path / "sae").exists()
 
 
+def test_sae_collect_refuses_a_bad_layer_or_model_with_exit_2(tmp_path, capsys):
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"_id": "1", "text": "hello world"}\n')
+    for options, message in ((["--model", str(MINILM), "--source", "hidden", "--layer", "99"],
+                              "layer must be in [-7, 6]"),
+                             (["--model", str(tmp_path / "nothing")], "cannot load a sentence-transformers model"),
+                             (["--model", str(tmp_path / "nothing"), "--source", "hidden"], "cannot load a tokenizer")):
+        assert main(["sae", "collect", str(corpus), str(tmp_path / "store"), *options]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "store").exists()
+
+
 def test_center_false_scales_raw_inputs_and_is_part_of_the_run(tmp_path):
     store, _ = synthetic_store(tmp_path / "acts", d=8, n_atoms=12, n=1000, s=2)
     train = np.concatenate([x for _, x in store.chunks(4096, "train")]).astype(np.float64)

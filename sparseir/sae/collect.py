@@ -10,7 +10,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from sparseir.encoders.base import pick_device
+from sparseir.encoders.base import EncoderError, pick_device
+from sparseir.encoders.mlm import load_pretrained
+from sparseir.errors import UsageError
 from sparseir.sae.store import MEAN_POOLED, StoreWriter
 
 SOURCE_KINDS = ("hidden", "embedding")
@@ -32,7 +34,11 @@ class EmbeddingSource:
 
         self.model_path = str(model)
         self.device = pick_device(device)
-        self.model = SentenceTransformer(self.model_path, device=str(self.device))
+        try:
+            self.model = SentenceTransformer(self.model_path, device=str(self.device))
+        except (OSError, ValueError) as e:
+            raise EncoderError(f"cannot load a sentence-transformers model from {self.model_path!r} "
+                               f"({type(e).__name__}: {str(e).splitlines()[0]})") from e
         dim_fn = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(dim_fn())
 
@@ -63,11 +69,11 @@ class HiddenStateSource:
 
         self.model_path = str(model)
         self.device = pick_device(device)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
-        self.model = AutoModel.from_pretrained(self.model_path).to(self.device).eval()
+        self.tokenizer = load_pretrained(AutoTokenizer, self.model_path, "a tokenizer")
+        self.model = load_pretrained(AutoModel, self.model_path, "a model").to(self.device).eval()
         n_layers = int(self.model.config.num_hidden_layers)
         if not -(n_layers + 1) <= layer <= n_layers:
-            raise ValueError(f"layer must be in [{-(n_layers + 1)}, {n_layers}] for {self.model_path}, got {layer}")
+            raise UsageError(f"layer must be in [{-(n_layers + 1)}, {n_layers}] for {self.model_path}, got {layer}")
         self.layer = layer % (n_layers + 1)
         self.n_layers = n_layers
         self.max_length = max_length
@@ -133,7 +139,7 @@ def collect_embeddings(
 ) -> Path:
     """Embed ``records`` (dicts with ``id``, ``text``, optional ``kind``) into a store at ``out``."""
     if not records:
-        raise ValueError("no texts to embed")
+        raise UsageError("no texts to embed")
     meta = {**source.meta(), **(extra_meta or {})}
     with StoreWriter(out, len(records), source.dim, meta, dtype=dtype) as w:
         w.texts = list(records)
@@ -161,12 +167,12 @@ def collect_hidden(
     :meth:`HiddenStateSource.states`), so one pass also yields sentence embeddings.
     """
     if not records:
-        raise ValueError("no texts to encode")
+        raise UsageError("no texts to encode")
     texts = [r["text"] for r in records]
     counts = source.count_tokens(texts)
     offsets = np.concatenate([[0], np.cumsum(counts)])
     if offsets[-1] == 0:
-        raise ValueError("the texts hold no tokens")
+        raise UsageError("the texts hold no tokens")
     meta = {**source.meta(), **(extra_meta or {})}
     order = np.argsort([len(t) for t in texts], kind="stable")
     with StoreWriter(out, int(offsets[-1]), source.dim, meta, dtype=dtype, with_tokens=True) as w:
