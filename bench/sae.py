@@ -24,8 +24,12 @@ Full corpora (``sae_full_{scifact,nfcorpus}.json``): collect the stores once, th
         --hidden-store data/cache/sae/$D-minilm-hidden --build-emb-store 1000000 \\
         --emb-store data/cache/sae/$D-minilm-emb --collect-only
     python bench/sae.py --dataset ../shared/data/beir/$D --emb-store data/cache/sae/$D-minilm-emb \\
-        --work data/cache/sae/full-$D --n-latents 512 --emb-epochs 30 --batch-size 256 --variants topk \\
+        --work data/cache/sae/full-$D --n-latents 512 --emb-epochs 30 --batch-size 256 --variants topk,topk+sim \\
         --ks 32,64,128 --out bench/results/sae_full_$D.json
+    # the retrieval recipe (k = 64 only: 4,096 latents with the distillation term)
+    python bench/sae.py --dataset ../shared/data/beir/$D --emb-store data/cache/sae/$D-minilm-emb \\
+        --work data/cache/sae/full-$D --n-latents 4096 --emb-epochs 30 --batch-size 256 --variants topk+sim \\
+        --ks 64 --no-auxk-ablation --no-center-ablation --out bench/results/sae_full_$D.json
     python bench/sae.py --dataset ../shared/data/beir/scifact --hidden-store data/cache/sae/scifact-minilm-hidden \\
         --work data/cache/sae/full-scifact --hidden-latents 2048 --hidden-epochs 5 --batch-size 1024 \\
         --ks 16,32 --out bench/results/sae_full_scifact.json
