@@ -41,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--matryoshka", help="comma-separated nested prefix sizes, e.g. 256,1024")
     t.add_argument("--aux-coef", type=non_negative, default=1 / 32, help="AuxK loss weight (0 disables; default 1/32)")
     t.add_argument("--aux-k", type=at_least(1), help="dead latents used by AuxK (default d_in/2)")
-    t.add_argument("--dead-after", type=at_least(1), default=100_000, help="samples without firing before a latent is dead")
+    t.add_argument("--dead-after", type=at_least(1), default=100_000,
+                   help="samples without firing before a latent is dead")
     t.add_argument("--sim-coef", type=non_negative, default=0.0,
                    help="weight of the retrieval-aware in-batch similarity distillation (default 0)")
     t.add_argument("--batch-size", type=at_least(1), default=1024)
