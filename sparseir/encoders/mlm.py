@@ -10,6 +10,8 @@ once to the pooled row; the result equals the naive formula (see :func:`naive_en
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,15 +34,22 @@ def resolve_model_path(name_or_path: str) -> str:
     return str(p.resolve()) if p.exists() else name_or_path
 
 
-def load_pretrained(loader: Callable[..., Any], name_or_path: str, what: str, **kwargs: Any) -> Any:
-    """``loader.from_pretrained`` with a clear error for an unknown path or id."""
+@contextmanager
+def loading(name_or_path: str, what: str) -> Iterator[None]:
+    """Turn a loader's ``OSError``/``ValueError`` for an unknown path or id into a clear :class:`EncoderError`."""
     try:
-        return loader.from_pretrained(name_or_path, **kwargs)
+        yield
     except (OSError, ValueError) as e:
         raise EncoderError(
             f"cannot load {what} from {name_or_path!r}: not a model folder, and not a model id "
             f"reachable on the Hugging Face hub ({type(e).__name__}: {str(e).splitlines()[0]})"
         ) from e
+
+
+def load_pretrained(loader: Callable[..., Any], name_or_path: str, what: str, **kwargs: Any) -> Any:
+    """``loader.from_pretrained`` with a clear error for an unknown path or id."""
+    with loading(name_or_path, what):
+        return loader.from_pretrained(name_or_path, **kwargs)
 
 
 def _split_head(model: PreTrainedModel) -> VocabHead | None:

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from sparseir.encoders.base import EncoderError, pick_device
-from sparseir.encoders.mlm import load_pretrained
+from sparseir.encoders.base import pick_device
+from sparseir.encoders.mlm import load_pretrained, loading
 from sparseir.errors import UsageError
 from sparseir.sae.store import MEAN_POOLED, StoreWriter
 
@@ -34,11 +34,8 @@ class EmbeddingSource:
 
         self.model_path = str(model)
         self.device = pick_device(device)
-        try:
+        with loading(self.model_path, "a sentence-transformers model"):
             self.model = SentenceTransformer(self.model_path, device=str(self.device))
-        except (OSError, ValueError) as e:
-            raise EncoderError(f"cannot load a sentence-transformers model from {self.model_path!r} "
-                               f"({type(e).__name__}: {str(e).splitlines()[0]})") from e
         dim_fn = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(dim_fn())
 

@@ -57,7 +57,7 @@ from ..index.segment_writer import write_json
 from .approx_kernels import (Forward, Knobs, Pruned, Scratch, approx_search_batch, approx_search_one, forward_index,
                              full_search_one, impact_order_float, impact_order_uint8, impact_prune,
                              pruned_lengths)
-from .kernels import CORRUPT, Postings, Queries, Query, TopK
+from .kernels import Postings, Queries, Query, TopK
 from .params import ApproxParams, check_k
 from .searcher import Searcher, as_live, canonical_csr, merge_topk, numba_threads
 
@@ -315,8 +315,6 @@ class ApproxSearcher(Searcher):
                     blocks = min(n, 4 * numba.get_num_threads())
                     approx_search_batch(self._lists(post, a), a.pruned, a.forward, qs, kn, p.source != "pruned",
                                         self.index.n_dims, blocks, self._touched_size(n_docs), acc16_len, out)
-            if out.counts.min(initial=0) == CORRUPT:
-                raise IndexFormatError(f"{self.index.segments[s].path}: posting document ids out of range, the "
-                                       "index is corrupt (run `sparseir check`)")
+            self._check(out.counts, self.index.segments[s].path)
             parts.append(out)
         return merge_topk(parts, self.index.bases, n, k)

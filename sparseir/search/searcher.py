@@ -207,10 +207,12 @@ class Searcher:
         self._check(out.counts)
         return out
 
-    def _check(self, counts: np.ndarray) -> None:
+    def _check(self, counts: np.ndarray, where: Path | None = None) -> None:
+        """Raise :class:`IndexFormatError` if a kernel found a bad posting (``where``: the segment, if known)."""
         if counts.min(initial=0) == CORRUPT:
-            raise IndexFormatError(f"{self.index.path}: posting document ids out of range in a segment, the index is "
-                                   "corrupt (run `sparseir check`)")
+            where = f"{where}: posting document ids out of range" if where else \
+                f"{self.index.path}: posting document ids out of range in a segment"
+            raise IndexFormatError(f"{where}, the index is corrupt (run `sparseir check`)")
 
     def search(self, query: Query, k: int = 10) -> list[Hit]:
         """Exact top-k documents for one query, best first (ties: earlier inserted document first)."""
